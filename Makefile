@@ -1,0 +1,45 @@
+# mlops: every target installs what it needs first, so on a fresh clone
+# `make train` and `make test` each work as the only command typed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+UI_PORT ?= 5000
+MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+
+.DEFAULT_GOAL := help
+.PHONY: help install data train test lint ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install mlops (editable) with test tools
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/python -m pip install -e ".[test]" > $(VENV)/install.log 2>&1 \
+		|| { grep -v "is ignored: it is neither" $(VENV)/install.log | tail -40; exit 1; }
+	@touch $@
+
+data: install ## write the built-in datasets to data/ and check them against data.dvc
+	@$(BIN)/mlops data prepare
+	@$(BIN)/dvc status data.dvc
+
+train: data ## train, track and register (override config: ARGS="model=rnn trainer.max_epochs=5")
+	$(BIN)/python pipelines/train.py $(ARGS)
+
+test: data ## run the test suite
+	$(BIN)/python -m pytest $(if $(CI),-q -p no:cacheprovider,) $(ARGS)
+
+lint: install ## ruff
+	$(BIN)/ruff check src pipelines tests
+	$(BIN)/ruff format --check src pipelines tests
+
+ui: install ## MLflow web UI on http://127.0.0.1:$(UI_PORT)
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
+
+clean: ## remove training outputs (keeps .venv, the MLflow store and data)
+	rm -rf logs outputs .pytest_cache .ruff_cache

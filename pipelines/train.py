@@ -1,0 +1,91 @@
+"""Train a classifier, track it as one MLflow run, register it as a new model version.
+
+python pipelines/train.py model=rnn model.cell=lstm trainer.max_epochs=5
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from mlops import training
+from mlops.registry.register import log_and_register
+from mlops.tracking.lineage import lineage_tags
+from mlops.tracking.run import build_mlflow_logger, log_config, log_plots
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def train(cfg: DictConfig) -> training.TrainingResult:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    # 1. Data: read and validate before anything is created.
+    datamodule = training.load_data(cfg)
+    net = training.build_network(cfg, datamodule)
+    module = training.build_classifier(cfg, net, datamodule.num_classes)
+    model_name = training.registered_model_name(cfg, net)
+
+    # 2. Tracking: one MLflow run carrying the config and the lineage.
+    tags = lineage_tags(
+        root=Path(cfg.paths.root_dir),
+        dvc_file=Path(cfg.paths.dvc_file),
+        data_file=datamodule.path,
+        overrides=training.hydra_overrides(),
+        model_family=getattr(net, "family", type(net).__name__.lower()),
+    )
+    logger = build_mlflow_logger(
+        cfg.logger, {**tags, "tags": ",".join(cfg.tags)}, Path(cfg.paths.mlflow_artifacts_dir)
+    )
+    log_config(logger, cfg)
+
+    # 3. Fit, then test the best checkpoint.
+    trainer = training.build_trainer(cfg, logger)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        metrics = training.metrics_as_floats(trainer)
+        checkpoint = training.best_checkpoint(trainer)
+        if cfg.test:
+            trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint or None)
+            metrics |= training.metrics_as_floats(trainer)
+
+        # 4. Artifacts and registry, from global rank zero only.
+        version = None
+        if trainer.is_global_zero:
+            if module.test_confusion_matrix is not None:
+                log_plots(logger, module.test_confusion_matrix)
+            if cfg.register:
+                version = log_and_register(
+                    logger._tracking_uri,
+                    logger.run_id,
+                    module.net,
+                    datamodule.splits.x_test[:5],
+                    model_name,
+                    tags,
+                )
+    except BaseException:
+        logger.finalize("failed")
+        raise
+    return training.TrainingResult(
+        metrics, logger.run_id, model_name, version and str(version.version), checkpoint
+    )
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    result = train(cfg)
+    print(
+        f"run {result.run_id}: "
+        + ", ".join(
+            f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()) if k.startswith("test/")
+        )
+    )
+    if result.model_version:
+        print(f"registered {result.model_name} version {result.model_version}")
+    return result.metrics.get("test/acc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""One datamodule for any dataset stored as a file, configured only by YAML."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from mlops.data.arrays import load_arrays
+from mlops.data.validation import Splits, validate_and_split
+
+
+class FilesDataModule(L.LightningDataModule):
+    """Serves an `.npz` (x, y, optional x_val/y_val/x_test/y_test) or `.csv` dataset.
+
+    The file is read and validated on first use of `splits`, so input shape and class count
+    are known before the model is built and bad data fails before any run is created.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str | Path,
+        label_column: str = "label",
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.path = Path(path)
+        self.label_column = label_column
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    @cached_property
+    def splits(self) -> Splits:
+        arrays = load_arrays(self.path, self.label_column)
+        return validate_and_split(
+            self.path, arrays, self.val_fraction, self.test_fraction, self.split_seed
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.splits.input_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.splits.num_classes
+
+    def _loader(self, x, y, shuffle: bool) -> DataLoader:
+        dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.x_train, self.splits.y_train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.x_val, self.splits.y_val, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.x_test, self.splits.y_test, shuffle=False)

@@ -1,0 +1,13 @@
+"""Errors a user can fix: each message names the bad value and what to do about it."""
+
+
+class MlopsError(Exception):
+    """Base class: the CLI and pipelines print these as one line, without a traceback."""
+
+
+class DataError(MlopsError, ValueError):
+    """The data files are missing, malformed or inconsistent."""
+
+
+class ModelConfigError(MlopsError, ValueError):
+    """The model configuration cannot be built for this data."""

@@ -1,0 +1,1 @@
+"""Networks (plain `nn.Module`s, importable without Lightning) and the Lightning classifier."""

@@ -1,0 +1,1 @@
+"""MLflow model registry: log the trained model and register it as a new version."""

@@ -1,0 +1,1 @@
+"""MLflow tracking: lineage tags, run artifacts (config, plots), the logged model."""

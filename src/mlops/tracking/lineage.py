@@ -1,0 +1,69 @@
+"""Where a run came from: code version, data version, overrides. Recorded as MLflow tags on
+the run and repeated on the registered model version, so either one answers "what made this?"."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import yaml
+
+UNKNOWN = "unknown"
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip()
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """Commit and whether the work tree differs from it (a dirty run is not reproducible
+    from the commit alone, so say so)."""
+    commit = _git(root, "rev-parse", "HEAD")
+    if commit is None:
+        return {"git.commit": UNKNOWN, "git.dirty": UNKNOWN}
+    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    return {
+        "git.commit": commit,
+        "git.dirty": UNKNOWN if status is None else str(bool(status)).lower(),
+    }
+
+
+def dvc_data_hash(dvc_file: Path) -> str:
+    """The md5 that `data.dvc` pins for the data directory (`unknown` if there is none)."""
+    try:
+        spec = yaml.safe_load(dvc_file.read_text())
+        return str(spec["outs"][0]["md5"])
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        return UNKNOWN
+
+
+def file_md5(path: Path) -> str:
+    """md5 of the exact file trained on: catches data that changed since `dvc add`."""
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lineage_tags(
+    root: Path, dvc_file: Path, data_file: Path, overrides: list[str], model_family: str
+) -> dict[str, str]:
+    """All lineage tags; `mlflow.source.git.commit` makes the MLflow UI show the commit."""
+    git = git_state(root)
+    return {
+        **git,
+        "mlflow.source.git.commit": git["git.commit"],
+        "data.dvc_md5": dvc_data_hash(dvc_file),
+        "data.file": str(data_file),
+        "data.file_md5": file_md5(data_file),
+        "hydra.overrides": " ".join(overrides) if overrides else "(none)",
+        "model.family": model_family,
+    }

@@ -1,0 +1,70 @@
+"""The MLflow run of a training: logger, params, config and plot artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger
+from matplotlib import pyplot as plt
+from omegaconf import DictConfig, OmegaConf
+
+from mlops.tracking.plots import confusion_matrix_figure, learning_curves_figure
+
+LOCAL_SCHEMES = ("sqlite:", "file:", "postgresql", "mysql", "mssql")
+CURVE_METRICS = ("train/loss", "val/loss", "train/acc", "val/acc")
+
+
+def artifact_location_for(tracking_uri: str, artifacts_dir: Path) -> str | None:
+    """A project folder for a local database store (MLflow would otherwise use `./mlruns`
+    of whatever directory the first run started in); a tracking server chooses its own."""
+    if tracking_uri.startswith(LOCAL_SCHEMES):
+        return artifacts_dir.resolve().as_uri()
+    return None
+
+
+def build_mlflow_logger(
+    logger_cfg: DictConfig, tags: Mapping[str, str], artifacts_dir: Path
+) -> MLFlowLogger:
+    """Instantiate the configured `MLFlowLogger` with lineage tags and, unless the config
+    sets one, a concrete artifact location."""
+    from hydra.utils import instantiate
+
+    artifact_location = logger_cfg.get("artifact_location") or artifact_location_for(
+        logger_cfg.tracking_uri, artifacts_dir
+    )
+    return instantiate(logger_cfg, tags=dict(tags), artifact_location=artifact_location)
+
+
+def log_config(logger: MLFlowLogger, cfg: DictConfig) -> None:
+    """Every resolved key as a param (searchable in the UI) and the whole YAML as an artifact
+    (to re-run exactly)."""
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    logger.log_hyperparams(resolved)
+    logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(resolved), "config/train.yaml")
+
+
+def metric_history(
+    logger: MLFlowLogger, keys: tuple[str, ...] = CURVE_METRICS
+) -> dict[str, list[float]]:
+    """Per-epoch values as stored in MLflow, ordered by step: the curves show what the UI has."""
+    client = logger.experiment
+    return {
+        key: [
+            m.value
+            for m in sorted(client.get_metric_history(logger.run_id, key), key=lambda m: m.step)
+        ]
+        for key in keys
+    }
+
+
+def log_plots(logger: MLFlowLogger, confusion_matrix) -> None:
+    """Confusion matrix of the test split and learning curves, as PNG artifacts under plots/."""
+    figures = {
+        "plots/confusion_matrix.png": confusion_matrix_figure(confusion_matrix.numpy()),
+        "plots/learning_curves.png": learning_curves_figure(metric_history(logger)),
+    }
+    for artifact_file, figure in figures.items():
+        logger.experiment.log_figure(logger.run_id, figure, artifact_file)
+        plt.close(figure)

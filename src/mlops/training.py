@@ -1,0 +1,84 @@
+"""Steps of the training pipeline, each small enough to test and reuse on its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig
+from torch import nn
+
+from mlops.data.files import FilesDataModule
+from mlops.errors import MlopsError
+from mlops.models.classifier import Classifier
+from mlops.registry.register import default_model_name
+
+
+@dataclass
+class TrainingResult:
+    """What a training produced: metrics and where to find the run and model version."""
+
+    metrics: dict[str, float]
+    run_id: str
+    model_name: str
+    model_version: str | None
+    checkpoint_path: str
+
+
+def load_data(cfg: DictConfig) -> FilesDataModule:
+    """Instantiate the datamodule and validate its files now, before any run exists."""
+    datamodule: FilesDataModule = instantiate(cfg.data)
+    datamodule.splits  # noqa: B018 - reads and validates; raises DataError naming the problem
+    return datamodule
+
+
+def build_network(cfg: DictConfig, datamodule: FilesDataModule) -> nn.Module:
+    """Input shape and class count come from the data, never from the YAML."""
+    try:
+        return instantiate(
+            cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes
+        )
+    except InstantiationException as error:
+        if isinstance(error.__cause__, MlopsError):  # keep our one-line message on top
+            raise error.__cause__ from None
+        raise
+
+
+def build_classifier(cfg: DictConfig, net: nn.Module, num_classes: int) -> Classifier:
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return Classifier(net, num_classes, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+
+
+def registered_model_name(cfg: DictConfig, net: nn.Module) -> str:
+    return cfg.registry.get("model_name") or default_model_name(cfg.data.name, net)
+
+
+def hydra_overrides() -> list[str]:
+    """The command-line overrides of this run (empty when composed without `@hydra.main`)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def build_trainer(cfg: DictConfig, logger: MLFlowLogger) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+
+def best_checkpoint(trainer: L.Trainer) -> str:
+    """The best checkpoint if one was kept, else the final weights ("" -> Lightning uses them)."""
+    callback = trainer.checkpoint_callback
+    return getattr(callback, "best_model_path", "") or ""
+
+
+def metrics_as_floats(trainer: L.Trainer) -> dict[str, float]:
+    return {key: float(value) for key, value in trainer.callback_metrics.items()}
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    path = Path(cfg.paths.output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,99 @@
+"""Config composition: every group option composes and instantiates; typos fail early."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf.errors import ConfigAttributeError
+
+from tests.conftest import CONFIG_DIR, ROOT, compose_config
+
+GROUP_OPTIONS = {
+    group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    for group in ("data", "model", "trainer", "experiment")
+}
+
+
+def test_defaults_are_digits_cnn_on_cpu() -> None:
+    cfg = compose_config([])
+    assert cfg.data.name == "digits"
+    assert cfg.model._target_ == "mlops.models.cnn.CNN"
+    assert cfg.trainer.accelerator == "cpu"
+    assert cfg.logger.log_model is True
+    assert set(cfg.callbacks) == {
+        "model_checkpoint",
+        "early_stopping",
+        "rich_progress_bar",
+        "lr_monitor",
+    }
+
+
+@pytest.mark.parametrize("model", GROUP_OPTIONS["model"])
+def test_every_model_instantiates_for_digits(model: str) -> None:
+    cfg = compose_config([f"model={model}"])
+    net = instantiate(cfg.model, input_shape=[1, 8, 8], num_classes=10)
+    assert net.family == model
+
+
+@pytest.mark.parametrize("trainer", GROUP_OPTIONS["trainer"])
+def test_every_trainer_composes(trainer: str) -> None:
+    cfg = compose_config([f"trainer={trainer}"])
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+
+
+@pytest.mark.parametrize("experiment", GROUP_OPTIONS["experiment"])
+def test_every_experiment_composes(experiment: str) -> None:
+    cfg = compose_config([f"experiment={experiment}"])
+    instantiate(cfg.model, input_shape=[1, 8, 8], num_classes=10)
+
+
+def test_overrides_reach_nested_keys() -> None:
+    cfg = compose_config(["model=rnn", "model.cell=lstm", "trainer.max_epochs=5"])
+    assert cfg.model.cell == "lstm"
+    assert cfg.scheduler.T_max == 5  # interpolated from the trainer
+
+
+def test_tracking_uri_env_overrides_local_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert compose_config([]).logger.tracking_uri == "http://127.0.0.1:5999"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert compose_config([]).logger.tracking_uri == "sqlite:///./mlflow.db"
+
+
+def test_unknown_group_option_fails_at_composition() -> None:
+    with pytest.raises(ConfigCompositionException, match="transformer"):
+        compose_config(["model=transformer"])
+
+
+def test_mistyped_key_fails_at_composition() -> None:
+    with pytest.raises(ConfigCompositionException, match="hiden_size"):
+        compose_config(["model=rnn", "model.hiden_size=3"])
+
+
+def test_missing_key_access_fails_clearly() -> None:
+    with pytest.raises(ConfigAttributeError):
+        _ = compose_config([]).model.hiden_size
+
+
+def test_pipeline_rejects_a_typo_before_any_work(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "train.py"),
+            "trainer.max_epoch=3",
+            f"logger.tracking_uri=sqlite:///{tmp_path / 'never.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "max_epoch" in result.stderr
+    assert not (tmp_path / "never.db").exists()
+    assert not (tmp_path / "logs").exists()

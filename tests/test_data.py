@@ -1,0 +1,168 @@
+"""Data validation: each bad input fails before training with a message naming the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlops.data.arrays import load_npz, save_npz_reproducibly
+from mlops.data.builtin import write_digits
+from mlops.data.files import FilesDataModule
+from mlops.errors import DataError
+
+
+def datamodule(path: Path, **kwargs) -> FilesDataModule:
+    return FilesDataModule(name="t", path=path, **kwargs)
+
+
+def write_npz(tmp_path: Path, **arrays: np.ndarray) -> Path:
+    path = tmp_path / "d.npz"
+    save_npz_reproducibly(path, arrays)
+    return path
+
+
+def blobs(n: int = 60, features: int = 4, classes: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.normal(size=(n, features)).astype(np.float32) + y[:, None]
+    return x, y
+
+
+def test_digits_are_written_byte_for_byte_reproducibly(tmp_path: Path) -> None:
+    first = write_digits(tmp_path / "a").read_bytes()
+    second = write_digits(tmp_path / "b").read_bytes()
+    assert first == second
+
+
+def test_digits_splits_are_fixed_stratified_and_complete(digits_file: Path) -> None:
+    splits = datamodule(digits_file).splits
+    sizes = [len(splits.y_train), len(splits.y_val), len(splits.y_test)]
+    assert sum(sizes) == 1797
+    assert sizes == [1257, 270, 270]
+    assert splits.input_shape == (1, 8, 8)
+    assert splits.num_classes == 10
+    assert set(np.bincount(splits.y_test)) <= {26, 27, 28}  # stratified: ~27 per digit
+    assert (
+        splits.x_train.dtype == np.float32
+        and 0.0 <= splits.x_train.min() <= splits.x_train.max() <= 1.0
+    )
+
+
+def test_npz_without_val_and_test_is_split_stratified(tmp_path: Path) -> None:
+    x, y = blobs(100)
+    splits = datamodule(write_npz(tmp_path, x=x, y=y), val_fraction=0.2, test_fraction=0.2).splits
+    assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (64, 16, 20)
+    assert splits.input_shape == (4,) and splits.num_classes == 3
+
+
+def test_csv_infers_shape_and_classes(tmp_path: Path) -> None:
+    x, y = blobs(90, features=5)
+    path = tmp_path / "d.csv"
+    header = ",".join([f"f{i}" for i in range(5)] + ["target"])
+    rows = [",".join(map(str, [*row, label])) for row, label in zip(x, y, strict=True)]
+    path.write_text("\n".join([header, *rows]) + "\n")
+    splits = datamodule(path, label_column="target").splits
+    assert splits.input_shape == (5,) and splits.num_classes == 3
+    assert len(splits.y_train) + len(splits.y_val) + len(splits.y_test) == 90
+
+
+def test_round_trip_keeps_arrays(tmp_path: Path) -> None:
+    x, y = blobs()
+    loaded = load_npz(write_npz(tmp_path, x=x, y=y))
+    np.testing.assert_array_equal(loaded["x"], x)
+    np.testing.assert_array_equal(loaded["y"], y)
+
+
+def expect_data_error(path: Path, *fragments: str, **kwargs) -> None:
+    with pytest.raises(DataError) as caught:
+        datamodule(path, **kwargs).splits  # noqa: B018
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    expect_data_error(tmp_path / "nope.npz", "nope.npz", "does not exist", "make data")
+
+
+def test_unsupported_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    path.write_bytes(b"x")
+    expect_data_error(path, "d.parquet", "unsupported file type")
+
+
+def test_missing_keys(tmp_path: Path) -> None:
+    x, _ = blobs()
+    expect_data_error(
+        write_npz(tmp_path, x=x, labels=np.zeros(len(x))), "missing array(s) y", "labels"
+    )
+
+
+def test_half_a_split_pair(tmp_path: Path) -> None:
+    x, y = blobs()
+    expect_data_error(write_npz(tmp_path, x=x, y=y, x_test=x), "x_test", "y_test")
+
+
+def test_missing_label_column(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    expect_data_error(path, "no label column 'label'", "a, b", "data.label_column")
+
+
+def test_non_numeric_csv_feature(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("colour,label\nred,0\nblue,1\n")
+    expect_data_error(path, "colour", "not numeric")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_inputs(tmp_path: Path, bad: float) -> None:
+    x, y = blobs()
+    x[7, 2] = bad
+    expect_data_error(write_npz(tmp_path, x=x, y=y), "d.npz", "x has NaN or inf", "sample 7")
+
+
+def test_nan_in_test_split_named(tmp_path: Path) -> None:
+    x, y = blobs()
+    x_test = x.copy()
+    x_test[3, 0] = np.nan
+    expect_data_error(write_npz(tmp_path, x=x, y=y, x_test=x_test, y_test=y), "x_test has NaN")
+
+
+@pytest.mark.parametrize(
+    ("labels", "fragment"),
+    [
+        (np.array([0.5, 1.0, 2.0] * 20), "non-integer labels"),
+        (np.array([-1, 0, 1] * 20), "negative label -1"),
+        (np.array([0, 2, 3] * 20), "class(es) [1] never appear"),
+        (np.array(["a", "b", "c"] * 20), "labels must be integers"),
+    ],
+)
+def test_bad_labels(tmp_path: Path, labels: np.ndarray, fragment: str) -> None:
+    x, _ = blobs(60)
+    expect_data_error(write_npz(tmp_path, x=x, y=labels), fragment)
+
+
+def test_label_count_mismatch(tmp_path: Path) -> None:
+    x, y = blobs()
+    expect_data_error(write_npz(tmp_path, x=x, y=y[:-1]), "59 labels", "60 samples")
+
+
+def test_test_label_unseen_in_training(tmp_path: Path) -> None:
+    x, y = blobs()
+    y_test = y.copy()
+    y_test[0] = 7
+    expect_data_error(write_npz(tmp_path, x=x, y=y, x_test=x, y_test=y_test), "y_test has label 7")
+
+
+def test_train_and_test_shapes_disagree(tmp_path: Path) -> None:
+    x, y = blobs()
+    path = write_npz(tmp_path, x=x, y=y, x_test=x[:, :3], y_test=y)
+    expect_data_error(path, "x_test has per-sample shape (3,)", "x has (4,)")
+
+
+def test_too_few_samples_to_split(tmp_path: Path) -> None:
+    x, y = blobs(3)
+    expect_data_error(write_npz(tmp_path, x=x, y=y), "no training sample is left")

@@ -1,0 +1,84 @@
+"""Networks: output shapes for every input rank they accept, clear errors for the rest."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlops.errors import ModelConfigError
+from mlops.models.classifier import Classifier
+from mlops.models.cnn import CNN
+from mlops.models.inference import inference_model
+from mlops.models.mlp import MLP
+from mlops.models.rnn import RNN
+
+
+@pytest.mark.parametrize(
+    ("net_class", "kwargs", "input_shape"),
+    [
+        (MLP, {}, (1, 8, 8)),
+        (MLP, {}, (13,)),
+        (CNN, {}, (1, 8, 8)),
+        (CNN, {}, (3, 16)),
+        (CNN, {"channels": [8]}, (2, 5, 7)),
+        (RNN, {}, (1, 8, 8)),
+        (RNN, {"cell": "lstm", "bidirectional": True}, (1, 8, 8)),
+        (RNN, {"cell": "lstm", "num_layers": 2, "dropout": 0.1}, (12, 3)),
+        (RNN, {}, (20,)),
+    ],
+)
+def test_output_is_batch_by_classes(net_class, kwargs, input_shape) -> None:
+    net = net_class(input_shape=input_shape, num_classes=5, **kwargs)
+    logits = net(torch.randn(7, *input_shape))
+    assert logits.shape == (7, 5)
+
+
+def test_cnn_picks_1d_or_2d_by_rank() -> None:
+    assert isinstance(CNN((1, 8, 8), 3).features[0], torch.nn.Conv2d)
+    assert isinstance(CNN((1, 16), 3).features[0], torch.nn.Conv1d)
+
+
+def test_rnn_reads_images_row_by_row() -> None:
+    net = RNN((2, 6, 5), num_classes=3)
+    assert net.encoder.input_size == 2 * 5  # one row of both channels per step
+
+
+@pytest.mark.parametrize(
+    ("build", "fragment"),
+    [
+        (lambda: CNN((64,), 10), "cnn takes samples shaped"),
+        (lambda: CNN((1, 2, 2, 2), 10), "got (1, 2, 2, 2)"),
+        (lambda: CNN((1, 3, 3), 10, channels=[8, 16]), "needs spatial size >= 4"),
+        (lambda: RNN((1, 2, 3, 4), 10), "rnn takes samples shaped"),
+        (lambda: RNN((1, 8, 8), 10, cell="lstn"), "model.cell='lstn'"),
+        (lambda: MLP((), 10), "mlp needs at least one feature"),
+    ],
+)
+def test_shapes_a_model_cannot_take(build, fragment: str) -> None:
+    with pytest.raises(ModelConfigError, match=None) as caught:
+        build()
+    assert fragment in str(caught.value)
+
+
+def test_inference_model_returns_probabilities_and_leaves_training_net_alone() -> None:
+    net = MLP((4,), 3)
+    net.train()
+    model = inference_model(net)
+    probabilities = model(torch.randn(6, 4))
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(6))
+    assert net.training and not model.training
+    assert model.net is not net
+
+
+def test_classifier_builds_optimizer_and_scheduler_from_factories() -> None:
+    from functools import partial
+
+    module = Classifier(
+        MLP((4,), 3),
+        num_classes=3,
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1),
+    )
+    configured = module.configure_optimizers()
+    assert isinstance(configured["optimizer"], torch.optim.SGD)
+    assert configured["lr_scheduler"]["interval"] == "epoch"

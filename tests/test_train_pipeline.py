@@ -1,0 +1,160 @@
+"""The real training pipeline, a few batches per family, against a temporary sqlite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+
+from mlops.data.arrays import save_npz_reproducibly
+from mlops.errors import DataError, ModelConfigError
+from mlops.tracking.lineage import dvc_data_hash, file_md5
+from pipelines.train import train
+from tests.conftest import ROOT
+
+
+def artifact_paths(client: mlflow.MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.mark.parametrize(
+    ("overrides", "family"),
+    [(["model=mlp"], "mlp"), (["model=cnn"], "cnn"), (["model=rnn", "model.cell=lstm"], "rnn")],
+)
+def test_training_is_one_tracked_run_and_one_new_version(
+    make_cfg, tracking_uri: str, digits_file: Path, overrides: list[str], family: str
+) -> None:
+    cfg = make_cfg(*overrides, "tags=[smoke]")
+    result = train(cfg)
+    client = mlflow.MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
+
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "digits"
+    assert (
+        len(
+            client.search_runs(
+                [run.info.experiment_id],
+                f"tags.`model.family` = '{family}' and attributes.run_id = '{result.run_id}'",
+            )
+        )
+        == 1
+    )
+
+    # params: the resolved config, flattened
+    params = run.data.params
+    assert params["model/_target_"] == cfg.model._target_
+    assert params["trainer/max_epochs"] == "2"
+    assert params["seed"] == "42"
+    assert params["optimizer/lr"] == str(cfg.optimizer.lr)
+
+    # metrics: per epoch for train/val, once for test
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1", "val/acc_best"):
+        assert len(client.get_metric_history(result.run_id, key)) == 2, key
+    for key in ("test/acc", "test/f1", "test/loss"):
+        assert key in run.data.metrics
+        assert run.data.metrics[key] == pytest.approx(result.metrics[key])
+    assert 0.0 <= run.data.metrics["test/acc"] <= 1.0
+
+    # artifacts: config, best checkpoint, plots
+    artifacts = artifact_paths(client, result.run_id)
+    assert {
+        "config/train.yaml",
+        "best/best.ckpt",
+        "plots/confusion_matrix.png",
+        "plots/learning_curves.png",
+    } <= artifacts
+    logged_config = yaml.safe_load(
+        mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config/train.yaml")
+    )
+    assert logged_config["model"]["_target_"] == cfg.model._target_
+    assert logged_config["data"]["path"] == str(digits_file)
+
+    # lineage tags
+    tags = run.data.tags
+    assert tags["model.family"] == family
+    assert tags["data.dvc_md5"] == dvc_data_hash(ROOT / "data.dvc") != "unknown"
+    assert tags["data.file_md5"] == file_md5(digits_file)
+    assert tags["git.commit"] == tags["mlflow.source.git.commit"]
+    assert tags["git.dirty"] in {"true", "false", "unknown"}
+    assert tags["tags"] == "smoke"
+
+    # registered version: named data-family, lineage repeated, loadable with a signature
+    assert result.model_name == f"digits-{family}"
+    version = client.get_model_version(result.model_name, result.model_version)
+    assert version.run_id == result.run_id
+    assert version.tags["run_id"] == result.run_id
+    assert version.tags["data.dvc_md5"] == tags["data.dvc_md5"]
+    assert version.tags["git.commit"] == tags["git.commit"]
+    model = mlflow.pyfunc.load_model(f"models:/{result.model_name}/{result.model_version}")
+    assert tuple(model.metadata.signature.inputs.inputs[0].shape) == (-1, 1, 8, 8)
+    x_test = np.load(digits_file)["x_test"][:9]
+    probabilities = model.predict(x_test)
+    assert probabilities.shape == (9, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_each_training_adds_a_version(make_cfg, tracking_uri: str) -> None:
+    first = train(make_cfg("model=mlp", "registry.model_name=versions-test"))
+    second = train(make_cfg("model=mlp", "registry.model_name=versions-test"))
+    assert (first.model_version, second.model_version) == ("1", "2")
+    assert first.run_id != second.run_id
+
+
+def test_same_config_and_data_give_same_metrics(make_cfg) -> None:
+    first = train(make_cfg("model=cnn", "register=false"))
+    second = train(make_cfg("model=cnn", "register=false"))
+    assert first.model_version is None
+    for key in ("test/acc", "test/loss", "val/loss", "train/loss"):
+        assert first.metrics[key] == second.metrics[key], key
+
+
+def runs_in(tracking_uri: str) -> int:
+    client = mlflow.MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(experiments)) if experiments else 0
+
+
+def test_bad_data_fails_before_a_run_is_created(
+    make_cfg, tracking_uri: str, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.npz"
+    x = np.zeros((30, 4), dtype=np.float32)
+    x[3, 1] = np.nan
+    save_npz_reproducibly(bad, {"x": x, "y": np.arange(30) % 3})
+    before = runs_in(tracking_uri)
+    with pytest.raises(DataError, match=r"bad\.npz"):
+        train(make_cfg(f"data.path={bad}"))
+    assert runs_in(tracking_uri) == before
+
+
+def test_shape_the_model_cannot_take_fails_before_a_run(
+    make_cfg, tracking_uri: str, tmp_path: Path
+) -> None:
+    flat = tmp_path / "flat.npz"
+    rng = np.random.default_rng(0)
+    save_npz_reproducibly(
+        flat, {"x": rng.normal(size=(60, 64)).astype(np.float32), "y": np.arange(60) % 3}
+    )
+    before = runs_in(tracking_uri)
+    with pytest.raises(ModelConfigError, match="cnn takes samples shaped"):
+        train(make_cfg(f"data.path={flat}", "model=cnn"))
+    assert runs_in(tracking_uri) == before
+
+
+def test_user_csv_trains_and_registers(make_cfg, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    y = np.arange(120) % 3
+    x = rng.normal(size=(120, 4)) + 2 * y[:, None]
+    path = tmp_path / "blobs.csv"
+    lines = ["a,b,c,d,label"] + [",".join(map(str, [*r, c])) for r, c in zip(x, y, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    result = train(make_cfg("data=files", "data.name=blobs", f"data.path={path}", "model=mlp"))
+    assert result.model_name == "blobs-mlp"
+    assert result.model_version is not None

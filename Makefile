@@ -10,7 +10,7 @@ UI_PORT ?= 5000
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui clean
+.PHONY: help install data train test lint ui bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,11 +35,14 @@ test: data ## run the test suite
 	$(BIN)/python -m pytest $(if $(CI),-q -p no:cacheprovider,) $(ARGS)
 
 lint: install ## ruff
-	$(BIN)/ruff check src pipelines tests
-	$(BIN)/ruff format --check src pipelines tests
+	$(BIN)/ruff check src pipelines tests bench
+	$(BIN)/ruff format --check src pipelines tests bench
 
 ui: install ## MLflow web UI on http://127.0.0.1:$(UI_PORT)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
 
 clean: ## remove training outputs (keeps .venv, the MLflow store and data)
 	rm -rf logs outputs .pytest_cache .ruff_cache
+
+bench: data ## run the benchmarks and write docs/benchmarks.md
+	$(BIN)/python -m bench.train_accuracy

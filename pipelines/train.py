@@ -69,7 +69,12 @@ def train(cfg: DictConfig) -> training.TrainingResult:
         logger.finalize("failed")
         raise
     return training.TrainingResult(
-        metrics, logger.run_id, model_name, version and str(version.version), checkpoint
+        metrics,
+        logger.run_id,
+        model_name,
+        version and str(version.version),
+        checkpoint,
+        trainer.current_epoch,
     )
 
 

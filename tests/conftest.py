@@ -7,10 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from mlops.config import compose_config as compose_train_config
 from mlops.data.builtin import write_digits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,9 +36,7 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    return compose_train_config(CONFIG_DIR, overrides)
 
 
 @pytest.fixture

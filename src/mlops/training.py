@@ -28,6 +28,7 @@ class TrainingResult:
     model_name: str
     model_version: str | None
     checkpoint_path: str
+    epochs: int  # epochs actually trained (early stopping may end before max_epochs)
 
 
 def load_data(cfg: DictConfig) -> FilesDataModule:

@@ -1,0 +1,105 @@
+"""Benchmark: test accuracy and wall time of each default model config on digits.
+
+    make bench            # writes the "Training" section of docs/benchmarks.md
+
+Runs the real pipeline (fit, test, MLflow logging, registration) against a throwaway sqlite
+store, so the user's registry gets no benchmark versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mlops.config import compose_config
+from pipelines.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"mlp": 0.95, "cnn": 0.97, "rnn": 0.95}
+TIME_LIMIT_S = 60.0
+
+
+def run_once(model: str, workdir: Path) -> tuple[float, float, int]:
+    cfg = compose_config(
+        ROOT / "conf",
+        [
+            f"model={model}",
+            f"paths.output_dir={workdir / f'{model}-{time.monotonic_ns()}'}",
+            f"paths.mlflow_artifacts_dir={workdir / 'mlartifacts'}",
+            f"logger.tracking_uri=sqlite:///{workdir / 'bench.db'}",
+            "~callbacks.rich_progress_bar",
+            "+trainer.enable_progress_bar=false",
+        ],
+    )
+    start = time.perf_counter()
+    result = train(cfg)
+    seconds = time.perf_counter() - start
+    return result.metrics["test/acc"], seconds, result.epochs
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def table(rows: list[tuple[str, float, float, int, int]]) -> str:
+    lines = [
+        "| model | test acc | target | wall time (median) | limit | epochs | runs | meets both |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model, acc, seconds, epochs, runs in rows:
+        ok = acc >= TARGETS[model] and seconds <= TIME_LIMIT_S
+        lines.append(
+            f"| {model} | {acc:.4f} | >= {TARGETS[model]} | {seconds:.1f} s | "
+            f"<= {TIME_LIMIT_S:.0f} s | {epochs} | {runs} | {'yes' if ok else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace the text between this benchmark's markers, keeping the rest of the file."""
+    begin, end = "<!-- bench:train_accuracy:begin -->", "<!-- bench:train_accuracy:end -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for model in TARGETS:
+            runs = [run_once(model, Path(workdir)) for _ in range(args.repeats)]
+            accuracies = {acc for acc, _, _ in runs}
+            assert len(accuracies) == 1, f"{model}: runs disagree on accuracy {accuracies}"
+            rows.append(
+                (model, runs[0][0], statistics.median(s for _, s, _ in runs), runs[0][2], len(runs))
+            )
+    body = (
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine()} by `make bench` "
+        "(`bench/train_accuracy.py`). Default configs, digits test split (270 images); "
+        "wall time is the whole pipeline in-process: data, fit, test, MLflow logging "
+        "and registration.\n\n" + table(rows)
+    )
+    write_section(args.output, body)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,7 +26,6 @@ $(STAMP): pyproject.toml
 
 data: install ## write the built-in datasets to data/ and check them against data.dvc
 	@$(BIN)/mlops data prepare
-	@$(BIN)/dvc status data.dvc
 
 train: data ## train, track and register (override config: ARGS="model=rnn trainer.max_epochs=5")
 	$(BIN)/python pipelines/train.py $(ARGS)

@@ -5,6 +5,7 @@ python pipelines/train.py model=rnn model.cell=lstm trainer.max_epochs=5
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -12,6 +13,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from mlops import training
+from mlops.errors import MlopsError
 from mlops.registry.register import log_and_register
 from mlops.tracking.lineage import lineage_tags
 from mlops.tracking.run import build_mlflow_logger, log_config, log_plots
@@ -80,7 +82,11 @@ def train(cfg: DictConfig) -> training.TrainingResult:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except MlopsError as error:  # the user's to fix: the message says how, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     print(
         f"run {result.run_id}: "
         + ", ".join(

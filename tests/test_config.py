@@ -97,3 +97,15 @@ def test_pipeline_rejects_a_typo_before_any_work(tmp_path: Path) -> None:
     assert "max_epoch" in result.stderr
     assert not (tmp_path / "never.db").exists()
     assert not (tmp_path / "logs").exists()
+
+
+def test_pipeline_reports_bad_data_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "train.py"), f"data.path={tmp_path / 'no.npz'}",
+         f"logger.tracking_uri=sqlite:///{tmp_path / 'never.db'}", f"paths.log_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: data file ")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "never.db").exists()

@@ -2,21 +2,58 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dvc.repo import Repo
 
 from mlops.data.builtin import write_builtin_datasets
+from mlops.data.versioning import check_against_pin
 from mlops.tracking.lineage import dvc_data_hash
 from tests.conftest import ROOT
 
 
 def test_make_data_reproduces_the_pinned_bytes() -> None:
     write_builtin_datasets(ROOT / "data")  # what `make data` does; same bytes, so harmless
-    with Repo(str(ROOT)) as repo:
+    check = check_against_pin(ROOT / "data.dvc")
+    assert check.matches, check.describe(ROOT / "data.dvc")
+    with Repo(str(ROOT)) as repo:  # the cache is filled, so DVC itself agrees
         assert repo.status(targets=["data.dvc"]) == {}
+
+
+def dvc_project(tmp_path: Path) -> Path:
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    with Repo.init(str(tmp_path)) as repo:
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "a.txt").write_text("pinned")
+        repo.add(str(tmp_path / "data"))
+    shutil.rmtree(tmp_path / ".dvc" / "cache")  # as in a fresh clone
+    return tmp_path / "data.dvc"
+
+
+def test_pin_check_fills_an_empty_cache_when_bytes_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dvc_file = dvc_project(tmp_path)
+    monkeypatch.chdir(tmp_path)  # DVC's status resolves outputs from the working directory
+    check = check_against_pin(dvc_file)
+    assert check.matches
+    with Repo(str(tmp_path)) as repo:
+        assert repo.status(targets=["data.dvc"]) == {}
+
+
+def test_pin_check_reports_changed_data_and_keeps_the_pin(tmp_path: Path) -> None:
+    dvc_file = dvc_project(tmp_path)
+    pinned = dvc_file.read_text()
+    (tmp_path / "data" / "a.txt").write_text("changed")
+    check = check_against_pin(dvc_file)
+    assert not check.matches
+    assert check.pinned_md5 != check.workspace_md5
+    assert dvc_file.read_text() == pinned
+    assert "dvc add data" in check.describe(dvc_file)
 
 
 def test_dvc_remote_is_a_local_directory() -> None:
@@ -32,7 +69,17 @@ def test_data_hash_reads_the_pinned_md5(tmp_path: Path) -> None:
 
 def test_cli_prepares_data(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mlops.cli", "data", "prepare", "--data-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "mlops.cli",
+            "data",
+            "prepare",
+            "--data-dir",
+            str(tmp_path),
+            "--dvc-file",
+            str(tmp_path / "none.dvc"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

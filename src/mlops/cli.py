@@ -12,9 +12,13 @@ from mlops.errors import MlopsError
 
 def _prepare_data(args: argparse.Namespace) -> None:
     from mlops.data.builtin import write_builtin_datasets
+    from mlops.data.versioning import check_against_pin
 
     for path in write_builtin_datasets(Path(args.data_dir)):
         print(f"wrote {path}")
+    dvc_file = Path(args.dvc_file)
+    if dvc_file.exists():
+        print(check_against_pin(dvc_file).describe(dvc_file))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
     prepare = data.add_parser("prepare", help="write the built-in datasets (same bytes everywhere)")
     prepare.add_argument("--data-dir", default="data", help="where to write (default: data)")
+    prepare.add_argument(
+        "--dvc-file", default="data.dvc", help="pin to check the data against (default: data.dvc)"
+    )
     prepare.set_defaults(handler=_prepare_data)
     return parser
 

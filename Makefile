@@ -8,9 +8,12 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 UI_PORT ?= 5000
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+MODEL ?= digits-cnn
+VERSION ?= @champion
+REASON ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui bench clean
+.PHONY: help install data train test lint ui bench clean evaluate promote rollback history show
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +32,21 @@ data: install ## write the built-in datasets to data/ and check them against dat
 
 train: data ## train, track and register (override config: ARGS="model=rnn trainer.max_epochs=5")
 	$(BIN)/python pipelines/train.py $(ARGS)
+
+evaluate: data ## score MODEL at VERSION (number or @alias) from the registry on the test split
+	@$(BIN)/mlops evaluate $(MODEL) --version $(VERSION) $(ARGS)
+
+promote: install ## make MODEL version VERSION champion by hand (REASON="...")
+	@$(BIN)/mlops registry promote $(MODEL) $(VERSION) $(if $(REASON),--reason "$(REASON)") $(ARGS)
+
+rollback: install ## move MODEL's champion back to the previous champion
+	@$(BIN)/mlops registry rollback $(MODEL) $(if $(REASON),--reason "$(REASON)") $(ARGS)
+
+history: install ## MODEL's alias history
+	@$(BIN)/mlops registry history $(MODEL) $(ARGS)
+
+show: install ## lineage of MODEL at VERSION
+	@$(BIN)/mlops registry show $(MODEL)$(if $(filter @%,$(VERSION)),$(VERSION),/$(VERSION)) $(ARGS)
 
 test: data ## run the test suite
 	$(BIN)/python -m pytest $(if $(CI),-q -p no:cacheprovider,) $(ARGS)

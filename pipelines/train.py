@@ -16,7 +16,7 @@ from mlops import training
 from mlops.errors import MlopsError
 from mlops.registry.register import log_and_register
 from mlops.tracking.lineage import lineage_tags
-from mlops.tracking.run import build_mlflow_logger, log_config, log_plots
+from mlops.tracking.run import build_mlflow_logger, log_config, log_environment, log_plots
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -42,6 +42,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
         cfg.logger, {**tags, "tags": ",".join(cfg.tags)}, Path(cfg.paths.mlflow_artifacts_dir)
     )
     log_config(logger, cfg)
+    log_environment(logger)
 
     # 3. Fit, then test the best checkpoint.
     trainer = training.build_trainer(cfg, logger)
@@ -54,7 +55,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
             metrics |= training.metrics_as_floats(trainer)
 
         # 4. Artifacts and registry, from global rank zero only.
-        version = None
+        version, gate = None, None
         if trainer.is_global_zero:
             if module.test_confusion_matrix is not None:
                 log_plots(logger, module.test_confusion_matrix)
@@ -67,16 +68,20 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     model_name,
                     tags,
                 )
+                # 5. Promotion gate: challenger vs champion, evaluated from the registry.
+                if cfg.registry.gate.enabled:
+                    gate = training.promotion_gate(cfg, logger._tracking_uri, datamodule, version)
     except BaseException:
         logger.finalize("failed")
         raise
     return training.TrainingResult(
-        metrics,
-        logger.run_id,
-        model_name,
-        version and str(version.version),
-        checkpoint,
-        trainer.current_epoch,
+        metrics=metrics,
+        run_id=logger.run_id,
+        model_name=model_name,
+        model_version=version and str(version.version),
+        checkpoint_path=checkpoint,
+        epochs=trainer.current_epoch,
+        gate=gate,
     )
 
 
@@ -95,6 +100,9 @@ def main(cfg: DictConfig) -> float | None:
     )
     if result.model_version:
         print(f"registered {result.model_name} version {result.model_version}")
+    if result.gate:
+        verdict = "promoted to @champion" if result.gate.decision.promote else "not promoted"
+        print(f"gate: {verdict}: {result.gate.decision.reason}")
     return result.metrics.get("test/acc")
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 
 from mlops.config import compose_config as compose_train_config
 from mlops.data.builtin import write_digits
+from tests.servers import free_port, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "conf"
@@ -59,3 +61,18 @@ def make_cfg(tmp_path: Path, digits_file: Path, tracking_uri: str) -> Callable[.
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
+        "--artifacts-destination", str(home / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with running_server(command, f"{url}/health", home / "server.log"):
+        yield url

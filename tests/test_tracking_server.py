@@ -4,32 +4,17 @@ as against the local store, and the REST API the web UI uses sees the run and th
 from __future__ import annotations
 
 import json
-import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
-import pytest
+from mlflow import MlflowClient
 
+from mlops.registry.aliases import rollback
+from mlops.registry.history import read_history
 from pipelines.train import train
-from tests.servers import free_port, running_server
-
-
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
-        "--artifacts-destination", str(home / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    with running_server(command, f"{url}/health", home / "server.log"):
-        yield url
+from tests.registry_helpers import STRONG, WEAK
 
 
 def rest_get(url: str, endpoint: str, **query: str) -> dict:
@@ -60,3 +45,28 @@ def test_training_against_a_tracking_server(make_cfg, server_url: str, tmp_path:
     assert not (tmp_path / "mlartifacts").exists()  # nothing written to the local folder
     model = mlflow.pyfunc.load_model(f"models:/digits-mlp/{result.model_version}")
     assert model.metadata.run_id == result.run_id
+
+
+def test_gate_and_history_through_a_tracking_server(make_cfg, server_url: str) -> None:
+    name = "server-gate"
+    first = train(
+        make_cfg(*WEAK, f"logger.tracking_uri={server_url}", f"registry.model_name={name}")
+    )
+    second = train(
+        make_cfg(*STRONG, f"logger.tracking_uri={server_url}", f"registry.model_name={name}")
+    )
+    assert first.gate.decision.promote and second.gate.decision.promote
+
+    model = rest_get(server_url, "registered-models/get", name=name)["registered_model"]
+    assert {a["alias"]: a["version"] for a in model["aliases"]} == {
+        "champion": "2",
+        "challenger": "2",
+    }
+    history_tags = [t for t in model["tags"] if t["key"].startswith("mlops.alias_history.")]
+    assert len(history_tags) == 4
+    version = rest_get(server_url, "registered-models/alias", name=name, alias="champion")
+    assert version["model_version"]["run_id"] == second.run_id
+
+    rollback(MlflowClient(server_url), name, reason="through the server")
+    moves = read_history(MlflowClient(server_url), name)
+    assert (moves[-1].kind, moves[-1].from_version, moves[-1].to_version) == ("rollback", "2", "1")

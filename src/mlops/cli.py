@@ -1,4 +1,9 @@
-"""`mlops` command line."""
+"""`mlops`: data preparation, evaluation and the model registry from the command line.
+
+Commands that talk to MLflow read the tracking URI the way training does: the Hydra config
+under --config-dir (default conf/), whose logger.tracking_uri honours MLFLOW_TRACKING_URI;
+trailing `key=value` arguments are Hydra overrides (e.g. data.path=...).
+"""
 
 from __future__ import annotations
 
@@ -21,22 +26,138 @@ def _prepare_data(args: argparse.Namespace) -> None:
         print(check_against_pin(dvc_file).describe(dvc_file))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"mlops {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    data = commands.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
-    prepare = data.add_parser("prepare", help="write the built-in datasets (same bytes everywhere)")
-    prepare.add_argument("--data-dir", default="data", help="where to write (default: data)")
-    prepare.add_argument(
-        "--dvc-file", default="data.dvc", help="pin to check the data against (default: data.dvc)"
+def _config(args: argparse.Namespace):
+    from mlops.config import compose_config
+
+    return compose_config(Path(args.config_dir), list(args.overrides))
+
+
+def _client(cfg):
+    from mlflow import MlflowClient
+
+    from mlops.registry.aliases import ensure_reachable
+
+    ensure_reachable(cfg.logger.tracking_uri)
+    return MlflowClient(cfg.logger.tracking_uri)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from mlops import training
+    from mlops.registry.aliases import parse_model_ref, resolve_version
+
+    cfg = _config(args)
+    client = _client(cfg)
+    name, ref = parse_model_ref(args.model)
+    version = resolve_version(client, name, args.version or ref or "@champion")
+    datamodule = training.load_data(cfg)
+    evaluation = training.evaluator_for(cfg, client, datamodule).evaluate(version)
+    print(f"evaluated {name} version {evaluation.version} on {datamodule.path} "
+          f"(data.dvc md5 {evaluation.data_md5}) in run {evaluation.run_id}")  # fmt: skip
+    for key, value in evaluation.metrics.items():
+        if "/recall/" not in key:
+            print(f"  {key} = {value:.4f}")
+
+
+def _history(args: argparse.Namespace) -> None:
+    from mlops.registry.aliases import ensure_model
+    from mlops.registry.show import history_table, print_table
+
+    client = _client(_config(args))
+    ensure_model(client, args.model)
+    print_table(history_table(client, args.model))
+
+
+def _show(args: argparse.Namespace) -> None:
+    from mlops.registry.aliases import parse_model_ref, resolve_version
+    from mlops.registry.show import lineage_table, print_table
+
+    client = _client(_config(args))
+    name, ref = parse_model_ref(args.model)
+    print_table(lineage_table(client, resolve_version(client, name, ref or "@champion")))
+
+
+def _promote(args: argparse.Namespace) -> None:
+    from mlops.registry.aliases import promote
+
+    move = promote(_client(_config(args)), args.model, args.version, args.reason)
+    print(
+        f"{args.model}: @champion {move.from_version or '-'} -> {move.to_version} ({move.reason})"
     )
-    prepare.set_defaults(handler=_prepare_data)
+
+
+def _rollback(args: argparse.Namespace) -> None:
+    from mlops.registry.aliases import rollback
+
+    move = rollback(_client(_config(args)), args.model, args.reason)
+    print(f"{args.model}: @champion {move.from_version} -> {move.to_version} ({move.reason})")
+
+
+def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config-dir", default="conf", help="Hydra config folder (default: conf)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.path=my.npz")
     return parser
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"mlops {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
+    prepare = data.add_parser("prepare", help="write the built-in datasets, check them against DVC")
+    prepare.add_argument("--data-dir", default="data", help="where to write (default: data)")
+    prepare.add_argument(
+        "--dvc-file", default="data.dvc", help="pin to check against (default: data.dvc)"
+    )
+    prepare.set_defaults(handler=_prepare_data)
+
+    evaluate = _with_config(
+        commands.add_parser("evaluate", help="score a registered version on the test split")
+    )
+    evaluate.add_argument("model", help="registered model, optionally with @alias or /version")
+    evaluate.add_argument("--version", help="version number or @alias (default: @champion)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    registry = commands.add_parser("registry", help="aliases, history and lineage")
+    actions = registry.add_subparsers(dest="action", required=True)
+    history = _with_config(actions.add_parser("history", help="every alias move, as a table"))
+    history.add_argument("model")
+    history.set_defaults(handler=_history)
+    show = _with_config(actions.add_parser("show", help="lineage of MODEL@alias or MODEL/version"))
+    show.add_argument("model", help="e.g. digits-cnn@champion or digits-cnn/3")
+    show.set_defaults(handler=_show)
+    promote = _with_config(actions.add_parser("promote", help="make a version champion by hand"))
+    promote.add_argument("model")
+    promote.add_argument("version", help="version number or @alias")
+    promote.add_argument("--reason", help="why (recorded in the history)")
+    promote.set_defaults(handler=_promote)
+    rollback = _with_config(
+        actions.add_parser("rollback", help="champion back to the previous one")
+    )
+    rollback.add_argument("model")
+    rollback.add_argument("--reason", help="why (recorded in the history)")
+    rollback.set_defaults(handler=_rollback)
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Hydra overrides (`key=value`, `+key=value`, `~key`) may come anywhere after the command."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if not ("=" in a or a.startswith("~"))]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra and not hasattr(args, "overrides"):
+        parser.error(f"{args.command} takes no config overrides: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         args.handler(args)
     except MlopsError as error:

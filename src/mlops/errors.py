@@ -11,3 +11,7 @@ class DataError(MlopsError, ValueError):
 
 class ModelConfigError(MlopsError, ValueError):
     """The model configuration cannot be built for this data."""
+
+
+class RegistryError(MlopsError, LookupError):
+    """An unknown model, version or alias, or a registry that cannot be reached."""

@@ -10,12 +10,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from omegaconf import DictConfig
 from torch import nn
 
 from mlops.data.files import FilesDataModule
 from mlops.errors import MlopsError
 from mlops.models.classifier import Classifier
+from mlops.registry.evaluate import Evaluator
+from mlops.registry.gate import GateRule
+from mlops.registry.promotion import GateOutcome, run_gate
 from mlops.registry.register import default_model_name
 
 
@@ -29,6 +34,7 @@ class TrainingResult:
     model_version: str | None
     checkpoint_path: str
     epochs: int  # epochs actually trained (early stopping may end before max_epochs)
+    gate: GateOutcome | None = None  # the promotion gate's outcome, when it ran
 
 
 def load_data(cfg: DictConfig) -> FilesDataModule:
@@ -83,3 +89,26 @@ def output_dir(cfg: DictConfig) -> Path:
     path = Path(cfg.paths.output_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def gate_rule(cfg: DictConfig) -> GateRule:
+    gate = cfg.registry.gate
+    return GateRule(gate.metric, gate.direction, float(gate.min_delta), gate.get("per_class_floor"))
+
+
+def evaluator_for(cfg: DictConfig, client: MlflowClient, datamodule: FilesDataModule) -> Evaluator:
+    return Evaluator(
+        client,
+        datamodule,
+        Path(cfg.paths.dvc_file),
+        cfg.logger.experiment_name,
+        Path(cfg.paths.mlflow_artifacts_dir),
+    )
+
+
+def promotion_gate(
+    cfg: DictConfig, tracking_uri: str, datamodule: FilesDataModule, version: ModelVersion
+) -> GateOutcome:
+    client = MlflowClient(tracking_uri)
+    evaluator = evaluator_for(cfg, client, datamodule)
+    return run_gate(client, version.name, str(version.version), gate_rule(cfg), evaluator)

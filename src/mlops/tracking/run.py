@@ -45,6 +45,17 @@ def log_config(logger: MLFlowLogger, cfg: DictConfig) -> None:
     logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(resolved), "config/train.yaml")
 
 
+def log_environment(logger: MLFlowLogger) -> None:
+    """Every installed distribution and version (`pip freeze` without the subprocess), so a
+    version's environment can be rebuilt."""
+    from importlib.metadata import distributions
+
+    pinned = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()}, key=str.lower)
+    logger.experiment.log_text(
+        logger.run_id, "\n".join(pinned) + "\n", "environment/pip-freeze.txt"
+    )
+
+
 def metric_history(
     logger: MLFlowLogger, keys: tuple[str, ...] = CURVE_METRICS
 ) -> dict[str, list[float]]:

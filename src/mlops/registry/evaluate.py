@@ -1,0 +1,140 @@
+"""Score a registered version, loaded from the registry, on the test split of the pinned data.
+
+One evaluation run per call (metrics, confusion matrix, data hash, model version), linked
+from the version's tags. The gate compares challenger and champion only through this.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from matplotlib import pyplot as plt
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.entities.model_registry import ModelVersion
+
+from mlops.data.files import FilesDataModule
+from mlops.errors import DataError
+from mlops.registry.gate import RECALL_PREFIX
+from mlops.tracking.lineage import dvc_data_hash, file_md5
+from mlops.tracking.plots import confusion_matrix_figure
+from mlops.tracking.run import artifact_location_for
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    model_name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    data_md5: str
+
+
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro F1, log loss, and recall per class (for the gate's per-class floor)."""
+    from sklearn.metrics import f1_score, log_loss, recall_score
+
+    classes = list(range(probabilities.shape[1]))
+    predicted = probabilities.argmax(axis=1)
+    recalls = recall_score(labels, predicted, labels=classes, average=None, zero_division=0)
+    return {
+        "test/acc": float((predicted == labels).mean()),
+        "test/f1": float(
+            f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)
+        ),
+        "test/loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1.0), labels=classes)),
+        **{f"{RECALL_PREFIX}{c}": float(r) for c, r in zip(classes, recalls, strict=True)},
+    }
+
+
+def check_input_shape(
+    model: mlflow.pyfunc.PyFuncModel, label: str, data_shape: tuple[int, ...], source: Path
+) -> None:
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.is_tensor_spec():
+        return
+    expected = tuple(schema.inputs[0].shape)[1:]
+    fits = len(expected) == len(data_shape) and all(
+        e in (-1, d) for e, d in zip(expected, data_shape, strict=True)
+    )
+    if not fits:
+        raise DataError(
+            f"{label} takes inputs shaped {expected}, but {source} has samples shaped "
+            f"{data_shape}; evaluate it on the data it was trained on (data=..., data.path=...)"
+        )
+
+
+class Evaluator:
+    """Evaluates versions of one registered model on one dataset, logging to one experiment."""
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        datamodule: FilesDataModule,
+        dvc_file: Path,
+        experiment_name: str,
+        artifacts_dir: Path,
+    ) -> None:
+        self.client = client
+        self.datamodule = datamodule
+        self.data_md5 = dvc_data_hash(dvc_file)
+        self.file_md5 = file_md5(datamodule.path)
+        self.experiment_name = experiment_name
+        self.artifacts_dir = artifacts_dir
+
+    def _experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = artifact_location_for(self.client.tracking_uri, self.artifacts_dir)
+        return self.client.create_experiment(self.experiment_name, artifact_location=location)
+
+    def load(self, version: ModelVersion) -> mlflow.pyfunc.PyFuncModel:
+        """From the registry, never an in-memory model; checked against the data's shape."""
+        label = f"{version.name} version {version.version}"
+        model = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
+        check_input_shape(model, label, self.datamodule.input_shape, self.datamodule.path)
+        return model
+
+    def evaluate(
+        self, version: ModelVersion, model: mlflow.pyfunc.PyFuncModel | None = None
+    ) -> Evaluation:
+        model = model or self.load(version)
+        splits = self.datamodule.splits
+        probabilities = np.asarray(model.predict(splits.x_test))
+        metrics = classification_metrics(probabilities, splits.y_test)
+        name, number = version.name, str(version.version)
+        run = self.client.create_run(
+            self._experiment_id(),
+            run_name=f"evaluate {name} v{number}",
+            tags={
+                "mlops.run_type": "evaluation",
+                "model.name": name,
+                "model.version": number,
+                "model.uri": f"models:/{name}/{number}",
+                "model.training_run_id": version.run_id or "",
+                "data.dvc_md5": self.data_md5,
+                "data.file": str(self.datamodule.path),
+                "data.file_md5": self.file_md5,
+            },
+        )
+        run_id = run.info.run_id
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+        matrix = np.zeros((probabilities.shape[1],) * 2, dtype=int)
+        np.add.at(matrix, (splits.y_test, probabilities.argmax(axis=1)), 1)
+        figure = confusion_matrix_figure(matrix, f"{name} v{number} on test split")
+        self.client.log_figure(run_id, figure, "plots/confusion_matrix.png")
+        plt.close(figure)
+        self.client.set_terminated(run_id)
+        for key, value in {
+            "evaluation.run_id": run_id,
+            "evaluation.data_md5": self.data_md5,
+            **{f"evaluation.{k}": f"{v:.6f}" for k, v in metrics.items() if RECALL_PREFIX not in k},
+        }.items():
+            self.client.set_model_version_tag(name, number, key, value)
+        return Evaluation(name, number, run_id, metrics, self.data_md5)

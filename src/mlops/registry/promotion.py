@@ -1,0 +1,73 @@
+"""The promotion gate run after each training: the new version becomes `challenger`, both
+it and the current `champion` are evaluated on the same data, and `champion` moves only if
+the rule says the challenger wins. Why, with both scores, is tagged on the version and on
+its evaluation run, so the MLflow UI shows the reason next to each version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mlflow import MlflowClient
+
+from mlops.registry.aliases import CHALLENGER, CHAMPION
+from mlops.registry.evaluate import Evaluation, Evaluator
+from mlops.registry.gate import Decision, GateRule, decide
+from mlops.registry.history import current_version, move_alias
+from mlops.registry.lock import registry_lock
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    decision: Decision
+    challenger: Evaluation
+    champion: Evaluation | None
+    champion_after: str
+
+
+def _record(client: MlflowClient, outcome: GateOutcome, rule: GateRule) -> None:
+    decision, challenger = outcome.decision, outcome.challenger
+    tags = {
+        "gate.decision": "promoted" if decision.promote else "rejected",
+        "gate.reason": decision.reason,
+        "gate.metric": rule.metric,
+        "gate.challenger_score": f"{decision.challenger_score:.6f}",
+        "gate.champion_score": "none"
+        if decision.champion_score is None
+        else f"{decision.champion_score:.6f}",
+        "gate.champion_version": outcome.champion.version if outcome.champion else "none",
+        "gate.data_md5": challenger.data_md5,
+        "gate.time": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(challenger.model_name, challenger.version, key, value)
+        client.set_tag(challenger.run_id, key, value)
+
+
+def run_gate(
+    client: MlflowClient, model_name: str, version: str, rule: GateRule, evaluator: Evaluator
+) -> GateOutcome:
+    """Under the registry lock, so concurrent trainings leave exactly one champion."""
+    new = client.get_model_version(model_name, version)
+    model = evaluator.load(new)  # shape check before anything moves
+    with registry_lock(client, model_name):
+        move_alias(
+            client, model_name, CHALLENGER, version, "trained", f"trained in run {new.run_id}"
+        )
+        challenger = evaluator.evaluate(new, model)
+        champion_version = current_version(client, model_name, CHAMPION)
+        champion = None
+        if champion_version is not None:
+            champion = evaluator.evaluate(client.get_model_version(model_name, champion_version))
+        decision = decide(rule, challenger.metrics, champion.metrics if champion else None)
+        if decision.promote:
+            scores = {"challenger": decision.challenger_score, "champion": decision.champion_score}
+            move_alias(
+                client, model_name, CHAMPION, version, "gate", decision.reason,
+                scores=scores, data_md5=challenger.data_md5,
+            )  # fmt: skip
+        outcome = GateOutcome(
+            decision, challenger, champion, current_version(client, model_name, CHAMPION) or "none"
+        )
+        _record(client, outcome, rule)
+    return outcome

@@ -1,0 +1,74 @@
+"""Plain-text views of the registry for the CLI: alias history and a version's lineage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from rich.console import Console
+from rich.table import Table
+
+from mlops.registry.history import read_history
+
+
+def history_table(client: MlflowClient, model_name: str) -> Table:
+    table = Table(title=f"alias history of {model_name}")
+    for column in (
+        "#",
+        "time (UTC)",
+        "alias",
+        "from",
+        "to",
+        "kind",
+        "reason",
+        "scores",
+        "data md5",
+    ):
+        table.add_column(column, overflow="fold")
+    for move in read_history(client, model_name):
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in move.scores.items() if v is not None)
+        table.add_row(
+            str(move.seq), move.time, move.alias, move.from_version or "-", move.to_version,
+            move.kind, move.reason, scores or "-", (move.data_md5 or "-")[:12],
+        )  # fmt: skip
+    return table
+
+
+def lineage_table(client: MlflowClient, version: ModelVersion) -> Table:
+    """What made this version: code, data, run, config, environment, and its gate verdict."""
+    model = client.get_registered_model(version.name)
+    aliases = sorted(a for a, v in model.aliases.items() if str(v) == str(version.version))
+    run = client.get_run(version.run_id)
+    artifacts = f"{run.info.artifact_uri}"
+    rows = {
+        "model": f"{version.name} version {version.version}",
+        "aliases": ", ".join(f"@{a}" for a in aliases) or "-",
+        "created (UTC)": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(
+            timespec="seconds"
+        ),
+        "training run": version.run_id,
+        "git commit": version.tags.get("git.commit", "-"),
+        "git dirty": version.tags.get("git.dirty", "-"),
+        "data (data.dvc md5)": version.tags.get("data.dvc_md5", "-"),
+        "data file md5": version.tags.get("data.file_md5", "-"),
+        "overrides": version.tags.get("hydra.overrides", "-"),
+        "config": f"{artifacts}/config/train.yaml",
+        "environment": f"{artifacts}/environment/pip-freeze.txt",
+        "training test/acc": f"{run.data.metrics.get('test/acc', float('nan')):.4f}",
+    }
+    rows |= {
+        k: v
+        for k, v in sorted(version.tags.items())
+        if k.startswith(("evaluation.", "gate.", "promotion."))
+    }
+    table = Table(title=f"{version.name} v{version.version}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in rows.items():
+        table.add_row(key, value)
+    return table
+
+
+def print_table(table: Table) -> None:
+    Console(width=160).print(table)

@@ -1,0 +1,213 @@
+"""Gate, aliases, history, lineage and bad input against a real (temporary sqlite) store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from mlops.data.arrays import save_npz_reproducibly
+from mlops.errors import DataError, RegistryError
+from mlops.registry.aliases import ensure_reachable, promote, resolve_version, rollback
+from mlops.registry.history import read_history
+from pipelines.train import train
+from tests.conftest import ROOT
+from tests.registry_helpers import STRONG, WEAK, registry_state
+
+
+def aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+
+
+def test_gate_promotes_better_refuses_worse_and_honours_min_delta(
+    make_cfg, tracking_uri: str
+) -> None:
+    client = MlflowClient(tracking_uri)
+    name = "gate-test"
+    first = train(make_cfg(*WEAK, f"registry.model_name={name}"))
+    assert first.gate.decision.promote
+    assert aliases(client, name) == {"champion": "1", "challenger": "1"}
+
+    better = train(make_cfg(*STRONG, f"registry.model_name={name}"))
+    assert better.gate.decision.promote, better.gate.decision.reason
+    assert better.gate.champion.version == "1"
+    assert aliases(client, name) == {"champion": "2", "challenger": "2"}
+
+    worse = train(make_cfg(*WEAK, f"registry.model_name={name}"))
+    assert not worse.gate.decision.promote
+    assert aliases(client, name) == {"champion": "2", "challenger": "3"}
+
+    # an identical retraining can only tie, and min_delta=0.5 is out of reach anyway
+    same = train(make_cfg(*STRONG, f"registry.model_name={name}", "registry.gate.min_delta=0.5"))
+    assert not same.gate.decision.promote
+    assert "min_delta=0.5" in same.gate.decision.reason
+    assert aliases(client, name)["champion"] == "2"
+
+    # the verdict and both scores are on the version and on its evaluation run
+    version = client.get_model_version(name, worse.model_version)
+    assert version.tags["gate.decision"] == "rejected"
+    assert float(version.tags["gate.challenger_score"]) == pytest.approx(
+        worse.gate.challenger.metrics["test/acc"]
+    )
+    assert float(version.tags["gate.champion_score"]) == pytest.approx(
+        better.gate.challenger.metrics["test/acc"]
+    )
+    assert version.tags["gate.champion_version"] == "2"
+    assert version.tags["gate.data_md5"] == version.tags["data.dvc_md5"]
+    evaluation = client.get_run(version.tags["evaluation.run_id"])
+    assert evaluation.data.tags["mlops.run_type"] == "evaluation"
+    assert evaluation.data.tags["gate.decision"] == "rejected"
+    assert evaluation.data.tags["model.version"] == worse.model_version
+    assert {a.path for a in client.list_artifacts(evaluation.info.run_id, "plots")} == {
+        "plots/confusion_matrix.png"
+    }
+
+    # history: challenger moves for all four, champion moves for the two promotions
+    history = read_history(client, name)
+    assert [(m.alias, m.from_version, m.to_version, m.kind) for m in history] == [
+        ("challenger", None, "1", "trained"),
+        ("champion", None, "1", "gate"),
+        ("challenger", "1", "2", "trained"),
+        ("champion", "1", "2", "gate"),
+        ("challenger", "2", "3", "trained"),
+        ("challenger", "3", "4", "trained"),
+    ]
+    assert history[3].scores["champion"] == pytest.approx(first.gate.challenger.metrics["test/acc"])
+    assert [m.seq for m in history] == list(range(1, 7))
+
+
+def test_evaluation_from_registry_matches_training(make_cfg, tracking_uri: str) -> None:
+    result = train(make_cfg(*STRONG, "registry.model_name=eval-match"))
+    assert result.gate.challenger.metrics["test/acc"] == pytest.approx(
+        result.metrics["test/acc"], abs=1e-6
+    )
+    assert result.gate.challenger.metrics["test/f1"] == pytest.approx(
+        result.metrics["test/f1"], abs=1e-5
+    )
+
+
+def test_manual_promote_and_rollback(make_cfg, tracking_uri: str) -> None:
+    client = MlflowClient(tracking_uri)
+    name = "manual-test"
+    train(make_cfg(*STRONG, f"registry.model_name={name}"))
+    train(make_cfg(*WEAK, f"registry.model_name={name}"))  # rejected: champion stays 1
+    move = promote(client, name, "2", reason="canary looked fine")
+    assert (move.from_version, move.to_version, move.kind, move.reason) == (
+        "1",
+        "2",
+        "manual",
+        "canary looked fine",
+    )
+    assert aliases(client, name)["champion"] == "2"
+    assert client.get_model_version(name, "2").tags["promotion.kind"] == "manual"
+
+    back = rollback(client, name)
+    assert (back.from_version, back.to_version, back.kind) == ("2", "1", "rollback")
+    assert aliases(client, name)["champion"] == "1"
+    with pytest.raises(RegistryError, match="no previous champion"):
+        rollback(client, name)
+    assert aliases(client, name)["champion"] == "1"
+    assert [m.kind for m in read_history(client, name)][-2:] == ["manual", "rollback"]
+
+
+def test_lineage_on_every_version(make_cfg, tracking_uri: str) -> None:
+    client = MlflowClient(tracking_uri)
+    result = train(make_cfg(*WEAK, "registry.model_name=lineage-test"))
+    version = client.get_model_version("lineage-test", result.model_version)
+    for key in (
+        "git.commit",
+        "git.dirty",
+        "data.dvc_md5",
+        "run_id",
+        "evaluation.run_id",
+        "gate.decision",
+    ):
+        assert version.tags[key], key
+    run = client.get_run(version.run_id)
+    freeze = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/environment/pip-freeze.txt")
+    assert f"torch=={__import__('torch').__version__}" in freeze
+    assert "mlflow==3.17.2" in freeze
+    config = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config/train.yaml")
+    assert "model_name: lineage-test" in config
+
+
+def test_bad_references_change_nothing(make_cfg, tracking_uri: str) -> None:
+    client = MlflowClient(tracking_uri)
+    name = "bad-ref-test"
+    train(make_cfg(*WEAK, f"registry.model_name={name}"))
+    before = registry_state(client, name)
+    with pytest.raises(RegistryError, match="no registered model 'nope'"):
+        promote(client, "nope", "1")
+    with pytest.raises(RegistryError, match="has no version 9"):
+        promote(client, name, "9")
+    with pytest.raises(RegistryError, match="has no alias 'gold'"):
+        resolve_version(client, name, "@gold")
+    with pytest.raises(RegistryError, match="no previous champion"):
+        rollback(client, name)
+    assert registry_state(client, name) == before
+
+
+def test_version_that_does_not_fit_the_data_is_refused(
+    make_cfg, tracking_uri: str, tmp_path: Path
+) -> None:
+    from mlops import training
+
+    client = MlflowClient(tracking_uri)
+    name = "shape-test"
+    train(make_cfg(*WEAK, f"registry.model_name={name}"))
+    flat = tmp_path / "flat.npz"
+    save_npz_reproducibly(flat, {"x": np.zeros((30, 64), np.float32), "y": np.arange(30) % 3})
+    cfg = make_cfg(f"data.path={flat}")
+    runs_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    before = registry_state(client, name)
+    evaluator = training.evaluator_for(cfg, client, training.load_data(cfg))
+    with pytest.raises(DataError, match=r"takes inputs shaped \(1, 8, 8\).*\(64,\)"):
+        evaluator.evaluate(resolve_version(client, name, "1"))
+    assert registry_state(client, name) == before
+    assert (
+        len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+        == runs_before
+    )
+
+
+def test_unreachable_server_fails_fast() -> None:
+    with pytest.raises(RegistryError, match="unreachable"):
+        ensure_reachable("http://127.0.0.1:9", timeout_s=2)
+
+
+def run_cli(*args: str, tracking_uri: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlops.cli", *args, "--config-dir", str(ROOT / "conf"),
+         f"logger.tracking_uri={tracking_uri}"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_cli_history_show_evaluate_and_errors(
+    make_cfg, tracking_uri: str, digits_file: Path
+) -> None:
+    name = "cli-test"
+    train(make_cfg(*WEAK, f"registry.model_name={name}"))
+    history = run_cli("registry", "history", name, tracking_uri=tracking_uri)
+    assert history.returncode == 0, history.stderr
+    assert "champion" in history.stdout and "first version" in history.stdout
+    show = run_cli("registry", "show", f"{name}@champion", tracking_uri=tracking_uri)
+    assert show.returncode == 0, show.stderr
+    assert "git commit" in show.stdout and "pip-freeze.txt" in show.stdout
+    evaluate = run_cli(
+        "evaluate", name, "--version", "1", f"data.path={digits_file}", tracking_uri=tracking_uri
+    )
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert "test/acc = " in evaluate.stdout
+
+    bad = run_cli("registry", "promote", name, "@gold", tracking_uri=tracking_uri)
+    assert bad.returncode == 1
+    assert (
+        bad.stderr.strip().splitlines()[-1]
+        == f"mlops: error: {name} has no alias 'gold'; aliases: @challenger -> 1, @champion -> 1"
+    )

@@ -211,3 +211,22 @@ def test_cli_history_show_evaluate_and_errors(
         bad.stderr.strip().splitlines()[-1]
         == f"mlops: error: {name} has no alias 'gold'; aliases: @challenger -> 1, @champion -> 1"
     )
+
+
+def test_gate_keeps_a_champion_it_cannot_score_on_new_data(
+    make_cfg, tracking_uri: str, tmp_path: Path
+) -> None:
+    client = MlflowClient(tracking_uri)
+    name = "changed-data-test"
+    train(make_cfg(*WEAK, f"registry.model_name={name}"))
+    flat = tmp_path / "flat.npz"
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    save_npz_reproducibly(
+        flat, {"x": (rng.normal(size=(90, 6)) + y[:, None]).astype(np.float32), "y": y}
+    )
+    result = train(make_cfg("model=mlp", f"data.path={flat}", f"registry.model_name={name}"))
+    assert not result.gate.decision.promote
+    assert "champion v1 cannot be scored on this data" in result.gate.decision.reason
+    assert aliases(client, name) == {"champion": "1", "challenger": "2"}
+    assert client.get_model_version(name, "2").tags["gate.decision"] == "rejected"

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 
+from mlops.errors import DataError
 from mlops.registry.aliases import CHALLENGER, CHAMPION
 from mlops.registry.evaluate import Evaluation, Evaluator
 from mlops.registry.gate import Decision, GateRule, decide
@@ -51,15 +52,30 @@ def run_gate(
     new = client.get_model_version(model_name, version)
     model = evaluator.load(new)  # shape check before anything moves
     with registry_lock(client, model_name):
+        champion_version = current_version(client, model_name, CHAMPION)
+        champion_model, incomparable = None, None
+        if champion_version is not None:
+            try:
+                champion_model = evaluator.load(
+                    client.get_model_version(model_name, champion_version)
+                )
+            except DataError as error:  # e.g. the data changed shape since the champion
+                incomparable = (
+                    f"champion v{champion_version} cannot be scored on this data ({error})"
+                )
         move_alias(
             client, model_name, CHALLENGER, version, "trained", f"trained in run {new.run_id}"
         )
         challenger = evaluator.evaluate(new, model)
-        champion_version = current_version(client, model_name, CHAMPION)
         champion = None
-        if champion_version is not None:
-            champion = evaluator.evaluate(client.get_model_version(model_name, champion_version))
-        decision = decide(rule, challenger.metrics, champion.metrics if champion else None)
+        if champion_model is not None:
+            champion_ref = client.get_model_version(model_name, champion_version)
+            champion = evaluator.evaluate(champion_ref, champion_model)
+        if incomparable:
+            decision = Decision(False, f"{incomparable}; promote by hand if intended",
+                                challenger.metrics[rule.metric], None)  # fmt: skip
+        else:
+            decision = decide(rule, challenger.metrics, champion.metrics if champion else None)
         if decision.promote:
             scores = {"challenger": decision.challenger_score, "champion": decision.champion_score}
             move_alias(

@@ -11,9 +11,10 @@ MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 MODEL ?= digits-cnn
 VERSION ?= @champion
 REASON ?=
+SERVE_PORT ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui bench clean evaluate promote rollback history show
+.PHONY: help install data train test lint ui bench clean evaluate promote rollback history show deploy serve containerize
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +48,19 @@ history: install ## MODEL's alias history
 
 show: install ## lineage of MODEL at VERSION
 	@$(BIN)/mlops registry show $(MODEL)$(if $(filter @%,$(VERSION)),$(VERSION),/$(VERSION)) $(ARGS)
+
+deploy: install ## build a Bento of MODEL at VERSION (default @champion)
+	@$(BIN)/mlops deploy $(MODEL) --version $(VERSION) $(ARGS)
+
+serve: install ## serve the last Bento built by make deploy on 127.0.0.1:$(SERVE_PORT)
+	@test -f .bentoml-build/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
+	BENTOML_HOME=$(CURDIR)/.bentoml $(BIN)/bentoml serve $$(cat .bentoml-build/LAST_BENTO) --host 127.0.0.1 --port $(SERVE_PORT)
+
+containerize: install ## docker image of the last Bento (needs a Docker engine)
+	@test -f .bentoml-build/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "containerize needs a running Docker engine, and none answers here."; \
+		echo "The Bento can still be exported: BENTOML_HOME=$(CURDIR)/.bentoml $(BIN)/bentoml export $$(cat .bentoml-build/LAST_BENTO) bento.bentomodel"; exit 1; }
+	BENTOML_HOME=$(CURDIR)/.bentoml $(BIN)/bentoml containerize $$(cat .bentoml-build/LAST_BENTO)
 
 test: data ## run the test suite
 	$(BIN)/python -m pytest $(if $(CI),-q -p no:cacheprovider,) $(ARGS)

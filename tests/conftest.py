@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+# BentoML reads its store location once, at import: point it at a throwaway store before
+# anything imports bentoml, so tests never touch the project's .bentoml/.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="mlops-test-bentoml-")
+
 import itertools
 import sys
 from collections.abc import Callable, Iterator

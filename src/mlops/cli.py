@@ -92,9 +92,24 @@ def _rollback(args: argparse.Namespace) -> None:
     print(f"{args.model}: @champion {move.from_version} -> {move.to_version} ({move.reason})")
 
 
+def _deploy(args: argparse.Namespace) -> None:
+    from mlops.registry.aliases import parse_model_ref
+    from mlops.serving.deploy import deploy
+
+    cfg = _config(args)
+    name, ref = parse_model_ref(args.model)
+    result = deploy(cfg, name, args.version or ref or cfg.deploy.version)
+    print(
+        f"built Bento {result.bento_tag} serving {name} version "
+        f"{result.deployment.model_version} (BentoML model {result.bento_model_tag})"
+    )
+    print(f"serve it: make serve   (or: BENTOML_HOME={cfg.paths.bentoml_home} bentoml serve "
+          f"{result.bento_tag} --host {cfg.deploy.host} --port {cfg.deploy.port})")  # fmt: skip
+
+
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config-dir", default="conf", help="Hydra config folder (default: conf)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.path=my.npz")
+    parser.set_defaults(overrides=[])  # filled from trailing key=value arguments by parse()
     return parser
 
 
@@ -119,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="registered model, optionally with @alias or /version")
     evaluate.add_argument("--version", help="version number or @alias (default: @champion)")
     evaluate.set_defaults(handler=_evaluate)
+
+    deploy = _with_config(
+        commands.add_parser("deploy", help="build a Bento of a registered version")
+    )
+    deploy.add_argument(
+        "model", nargs="?", help="registered model, optionally with @alias or /version"
+    )
+    deploy.add_argument("--version", help="version number or @alias (default: deploy.version)")
+    deploy.set_defaults(handler=_deploy)
 
     registry = commands.add_parser("registry", help="aliases, history and lineage")
     actions = registry.add_subparsers(dest="action", required=True)
@@ -152,7 +176,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if extra and not hasattr(args, "overrides"):
         parser.error(f"{args.command} takes no config overrides: {' '.join(extra)}")
     if extra:
-        args.overrides = [*args.overrides, *extra]
+        args.overrides = extra
     return args
 
 

@@ -1,0 +1,1 @@
+"""Serving: a registered MLflow version as a BentoML service."""

@@ -1,0 +1,118 @@
+"""`mlops deploy`: resolve a registered version, import it into the BentoML model store
+and build a Bento tagged with the version. Everything is resolved and checked before
+anything is imported or built."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from importlib.metadata import version as installed
+from pathlib import Path
+
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+
+from mlops.registry.aliases import ensure_reachable, resolve_version
+from mlops.serving.deployment import Deployment
+
+SERVICE_ENTRY = "from mlops.serving.service import ClassifierService  # noqa: F401\n"
+LAST_BENTO_FILE = "LAST_BENTO"
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    bento_tag: str
+    bento_model_tag: str
+    build_context: Path
+    deployment: Deployment
+
+
+def use_project_bentoml_home(cfg: DictConfig) -> Path:
+    """BentoML reads BENTOML_HOME when first imported: set it before that (an explicit
+    environment variable wins)."""
+    home = Path(os.environ.setdefault("BENTOML_HOME", str(Path(cfg.paths.bentoml_home).resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _signature_shapes(model_uri: str) -> tuple[tuple[int, ...], int]:
+    import mlflow
+
+    signature = mlflow.models.get_model_info(model_uri).signature
+    inputs = tuple(int(d) for d in signature.inputs.inputs[0].shape)
+    outputs = tuple(int(d) for d in signature.outputs.inputs[0].shape)
+    return inputs[1:], outputs[-1]
+
+
+def _import_model(tag: str, model_uri: str, labels: dict[str, str]) -> None:
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        bentoml.models.get(tag)  # the same registered version is imported once
+    except NotFound:
+        bentoml.mlflow.import_model(tag, model_uri, labels=labels)
+
+
+def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
+    tracking_uri = cfg.logger.tracking_uri
+    ensure_reachable(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    version = resolve_version(client, model_name, ref)
+    number = str(version.version)
+    model_uri = f"models:/{model_name}/{number}"
+    input_shape, num_classes = _signature_shapes(model_uri)
+    use_project_bentoml_home(cfg)
+    import bentoml
+
+    deployment = Deployment(
+        bento_model_tag=f"{model_name}:v{number}",
+        model_name=model_name,
+        model_version=number,
+        alias=ref.removeprefix("@") if not str(ref).isdigit() else "",
+        run_id=version.run_id or "",
+        git_commit=version.tags.get("git.commit", "unknown"),
+        data_md5=version.tags.get("data.dvc_md5", "unknown"),
+        input_shape=input_shape,
+        num_classes=num_classes,
+        max_batch_size=int(cfg.deploy.max_batch_size),
+        max_latency_ms=int(cfg.deploy.max_latency_ms),
+        max_request_samples=int(cfg.deploy.max_request_samples),
+        max_body_bytes=int(cfg.deploy.max_body_bytes),
+        workers=int(cfg.deploy.workers),
+        torch_threads=int(cfg.deploy.torch_threads),
+    )
+    labels = {
+        "registered_model": model_name,
+        "registered_version": number,
+        "run_id": deployment.run_id,
+        "git_commit": deployment.git_commit,
+        "data_md5": deployment.data_md5.removesuffix(".dir"),
+    }
+    _import_model(deployment.bento_model_tag, model_uri, labels)
+
+    context = Path(cfg.paths.bento_build_dir) / f"{model_name}-v{number}"
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir(parents=True)
+    (context / "service.py").write_text(SERVICE_ENTRY)
+    deployment.write(context)
+
+    bento_tag = f"{model_name}-service:v{number}"
+    with contextlib.suppress(bentoml.exceptions.NotFound):
+        bentoml.bentos.delete(bento_tag)  # redeploying a version rebuilds its Bento
+    bento = bentoml.bentos.build(
+        "service:ClassifierService",
+        name=f"{model_name}-service",
+        version=f"v{number}",
+        build_ctx=str(context),
+        include=["service.py", "deployment.json"],
+        labels=labels,
+        python={
+            "packages": [f"{p}=={installed(p)}" for p in ("torch", "mlflow", "bentoml", "numpy")],
+            "lock_packages": False,  # locking resolves online; these pins are exact already
+        },
+    )
+    (Path(cfg.paths.bento_build_dir) / LAST_BENTO_FILE).write_text(f"{bento.tag}\n")
+    return DeployResult(str(bento.tag), deployment.bento_model_tag, context, deployment)

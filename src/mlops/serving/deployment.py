@@ -1,0 +1,52 @@
+"""What a Bento serves: written by `mlops deploy` into the build context as deployment.json,
+read by the service at import (BentoML imports it with the build context, or the Bento's
+source folder, as working directory), so a built Bento carries its own settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEPLOYMENT_FILE = "deployment.json"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    bento_model_tag: str  # e.g. digits-cnn:v3 in the BentoML model store
+    model_name: str
+    model_version: str
+    alias: str  # the alias it was deployed by ("" for a version number)
+    run_id: str
+    git_commit: str
+    data_md5: str
+    input_shape: tuple[int, ...]  # one sample, without the batch dimension
+    num_classes: int
+    max_batch_size: int
+    max_latency_ms: int
+    max_request_samples: int
+    max_body_bytes: int
+    workers: int
+    torch_threads: int
+
+    def write(self, directory: Path) -> Path:
+        path = directory / DEPLOYMENT_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, directory: Path) -> Deployment:
+        path = directory / DEPLOYMENT_FILE
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path.resolve()} not found: serve a Bento built by `make deploy`, or pass "
+                "its build context as working_dir"
+            )
+        values = json.loads(path.read_text())
+        values["input_shape"] = tuple(values["input_shape"])
+        return cls(**values)
+
+    def public_metadata(self) -> dict[str, object]:
+        keys = ("model_name", "model_version", "alias", "run_id", "git_commit", "data_md5",
+                "input_shape", "num_classes", "bento_model_tag")  # fmt: skip
+        return {key: getattr(self, key) for key in keys}

@@ -1,0 +1,49 @@
+"""Small ASGI middlewares: refuse oversized bodies before they are read; answer GET /metadata."""
+
+from __future__ import annotations
+
+import json
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 when the declared Content-Length exceeds the limit."""
+
+    def __init__(self, app, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def _refuse(self, send, size: str) -> None:
+        message = (
+            f"request body of {size} bytes exceeds max_body_bytes={self.max_body_bytes}; "
+            "send fewer samples per request"
+        )
+        await _json(send, 413, json.dumps({"error": message}).encode())
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and int(length) > self.max_body_bytes:
+            return await self._refuse(send, length.decode())
+        return await self.app(scope, receive, send)
+
+
+class MetadataRoute:
+    """GET /metadata -> what is served (a mounted app would answer only /metadata/)."""
+
+    def __init__(self, app, metadata: dict[str, object]) -> None:
+        self.app = app
+        self.body = json.dumps(metadata).encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") == "/metadata":
+            if scope["method"] != "GET":
+                return await _json(send, 405, b'{"error": "use GET /metadata"}')
+            return await _json(send, 200, self.body)
+        return await self.app(scope, receive, send)
+
+
+async def _json(send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

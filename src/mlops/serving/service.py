@@ -1,0 +1,110 @@
+"""The BentoML service: one registered model version behind HTTP.
+
+POST /predict   {"inputs": [...]} -> [{"label": int, "probabilities": [...]}, ...]
+GET  /metadata  model name, version, alias, run id, data hash
+/livez, /readyz, /metrics (Prometheus, with model_info and batch-size metrics): BentoML's own.
+
+Each request is validated on its own (shape, dtype, finite, size) before adaptive batching
+merges it with others, so a bad request never fails anyone else's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from bentoml.validators import DType, Shape
+from pydantic import AfterValidator, BaseModel
+
+from mlops.serving.deployment import Deployment
+from mlops.serving.middleware import BodySizeLimit, MetadataRoute
+
+DEPLOYMENT = Deployment.read(Path.cwd())
+
+
+def check_request(inputs: np.ndarray) -> np.ndarray:
+    if len(inputs) == 0:
+        raise ValueError("empty batch: send at least one sample in 'inputs'")
+    if len(inputs) > DEPLOYMENT.max_request_samples:
+        raise ValueError(
+            f"batch of {len(inputs)} samples exceeds max_request_samples="
+            f"{DEPLOYMENT.max_request_samples}; split the request"
+        )
+    finite = np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"sample {int(np.flatnonzero(~finite)[0])} contains NaN or inf")
+    return inputs
+
+
+Inputs = Annotated[
+    np.ndarray,
+    Shape((-1, *DEPLOYMENT.input_shape)),
+    DType("float32"),
+    AfterValidator(check_request),
+]
+
+
+class Prediction(BaseModel):
+    label: int
+    probabilities: list[float]
+
+
+def service_metrics():
+    """Created in the worker, after BentoML has set PROMETHEUS_MULTIPROC_DIR, so that
+    /metrics (which merges all workers) sees them."""
+    from prometheus_client import Gauge, Histogram
+
+    batch_size = Histogram(
+        "mlops_batch_size",
+        "Samples per forward pass after adaptive batching",
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    )
+    model_info = Gauge(
+        "mlops_model_info",
+        "The served registered model version (value is always 1)",
+        ["model_name", "model_version", "alias", "run_id"],
+        multiprocess_mode="livemax",
+    )
+    return batch_size, model_info
+
+
+@bentoml.service(
+    name="mlops-classifier",
+    workers=DEPLOYMENT.workers,
+    traffic={"timeout": 30},
+)
+class ClassifierService:
+    bento_model = bentoml.models.BentoModel(DEPLOYMENT.bento_model_tag)
+
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(DEPLOYMENT.torch_threads)
+        self.model = bentoml.mlflow.load_model(self.bento_model)
+        self.batch_size, model_info = service_metrics()
+        model_info.labels(
+            model_name=DEPLOYMENT.model_name,
+            model_version=DEPLOYMENT.model_version,
+            alias=DEPLOYMENT.alias,
+            run_id=DEPLOYMENT.run_id,
+        ).set(1)
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=DEPLOYMENT.max_batch_size,
+        max_latency_ms=DEPLOYMENT.max_latency_ms,
+    )
+    def predict(self, inputs: Inputs) -> list[Prediction]:
+        self.batch_size.observe(len(inputs))
+        probabilities = np.asarray(self.model.predict(inputs))
+        labels = probabilities.argmax(axis=1)
+        return [
+            Prediction(label=int(label), probabilities=row.tolist())
+            for label, row in zip(labels, probabilities, strict=True)
+        ]
+
+
+ClassifierService.add_asgi_middleware(BodySizeLimit, max_body_bytes=DEPLOYMENT.max_body_bytes)
+ClassifierService.add_asgi_middleware(MetadataRoute, metadata=DEPLOYMENT.public_metadata())

@@ -1,0 +1,162 @@
+"""The deployed BentoML service, started for real on a free 127.0.0.1 port, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bentoml
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from mlops.errors import RegistryError
+from mlops.serving.deploy import deploy
+from pipelines.train import train
+from tests.servers import free_port
+
+FAMILIES = {"mlp": ["model=mlp"], "cnn": ["model=cnn"], "rnn": ["model=rnn", "model.cell=lstm"]}
+MAX_BODY = 200_000
+
+
+def post(url: str, body: bytes | dict, path: str = "/predict") -> tuple[int, object]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}{path}", data=data,
+                                     headers={"content-type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def get(url: str, path: str) -> tuple[int, str]:
+    with urllib.request.urlopen(f"{url}{path}", timeout=30) as response:
+        return response.status, response.read().decode()
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def served(request, tmp_path_factory, digits_file: Path, tracking_uri: str) -> Iterator[dict]:
+    """Train one family, deploy its champion, serve the built Bento."""
+    from tests.conftest import FAST, ROOT, compose_config
+
+    family = request.param
+    work = tmp_path_factory.mktemp(f"serve-{family}")
+    name = f"serve-{family}"
+    overrides = [
+        f"data.path={digits_file}", f"paths.root_dir={ROOT}", f"paths.output_dir={work / 'out'}",
+        f"paths.mlflow_artifacts_dir={work / 'mlartifacts'}",
+        f"paths.bento_build_dir={work / 'build'}",
+        f"logger.tracking_uri={tracking_uri}", f"registry.model_name={name}",
+        f"deploy.max_body_bytes={MAX_BODY}", *FAST, *FAMILIES[family],
+    ]  # fmt: skip
+    cfg = compose_config(overrides)
+    result = train(cfg)
+    deployed = deploy(cfg, name, "@champion")
+    port = free_port()
+    with bentoml.serve(deployed.bento_tag, port=port, host="127.0.0.1") as server:
+        client = bentoml.SyncHTTPClient(server.url, server_ready_timeout=120)
+        client.close()
+        yield {"url": server.url, "name": name, "version": result.model_version,
+               "run_id": result.run_id, "deployed": deployed}  # fmt: skip
+
+
+def test_predictions_equal_mlflow_pyfunc(served: dict, digits_file: Path) -> None:
+    x = np.load(digits_file)["x_test"][:24]
+    status, predictions = post(served["url"], {"inputs": x.tolist()})
+    assert status == 200, predictions
+    expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
+    served_probabilities = np.array([p["probabilities"] for p in predictions])
+    np.testing.assert_allclose(served_probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert [p["label"] for p in predictions] == expected.argmax(axis=1).tolist()
+
+
+def test_metadata_health_and_metrics(served: dict) -> None:
+    status, body = get(served["url"], "/metadata")
+    metadata = json.loads(body)
+    assert status == 200
+    assert metadata["model_name"] == served["name"]
+    assert metadata["model_version"] == served["version"]
+    assert metadata["alias"] == "champion"
+    assert metadata["run_id"] == served["run_id"]
+    assert metadata["data_md5"].endswith(".dir")
+    assert get(served["url"], "/livez")[0] == 200
+    assert get(served["url"], "/readyz")[0] == 200
+    post(served["url"], {"inputs": np.zeros((3, 1, 8, 8)).tolist()})
+    _, metrics = get(served["url"], "/metrics")
+    labels = (f'alias="champion",model_name="{served["name"]}",'
+              f'model_version="{served["version"]}",run_id="{served["run_id"]}"')  # fmt: skip
+    assert f"mlops_model_info{{{labels}}} 1.0" in metrics
+    assert "mlops_batch_size_count" in metrics
+    assert 'bentoml_service_request_total{endpoint="/predict",http_response_code="200"' in metrics
+    assert "bentoml_service_request_duration_seconds_bucket" in metrics
+
+
+def nan_sample(value: str) -> bytes:
+    rows = ",".join(
+        ["[" + ",".join([value] + ["0"] * 7) + "]"] + ["[" + ",".join(["0"] * 8) + "]"] * 7
+    )
+    return ('{"inputs": [[' + rows + "]]}").encode()
+
+
+BAD_REQUESTS = {
+    "wrong shape": ({"inputs": [[1.0, 2.0, 3.0]]}, "cannot reshape"),
+    "wrong dtype": ({"inputs": [[[["a"] * 8] * 8]]}, "could not convert"),
+    "NaN": (nan_sample("NaN"), "NaN or inf"),
+    "inf": (nan_sample("Infinity"), "NaN or inf"),
+    "empty batch": ({"inputs": []}, "empty batch"),
+    "over max samples": (
+        {"inputs": np.zeros((257, 1, 8, 8), dtype=int).tolist()},
+        "max_request_samples=256",
+    ),
+    "not JSON": (b"this is not json", "Invalid JSON"),
+    "missing field": ({"x": [1]}, "inputs"),
+    "oversized body": (b"[" + b"0," * MAX_BODY + b"0]", "max_body_bytes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_requests_are_4xx_with_a_reason(served: dict, case: str) -> None:
+    if served["name"] != "serve-cnn":
+        pytest.skip("one family is enough for request validation")
+    body, reason = BAD_REQUESTS[case]
+    status, message = post(served["url"], body)
+    assert 400 <= status < 500, (status, message)
+    assert reason in str(message), message
+    assert post(served["url"], {"inputs": np.zeros((1, 1, 8, 8)).tolist()})[0] == 200  # still up
+
+
+def test_concurrent_burst_has_no_errors(served: dict, digits_file: Path) -> None:
+    if served["name"] != "serve-cnn":
+        pytest.skip("one family is enough for the burst")
+    x = np.load(digits_file)["x_test"]
+
+    def client(worker: int) -> list[int]:
+        return [post(served["url"], {"inputs": x[(worker + i) % len(x)][None].tolist()})[0]
+                for i in range(8)]  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        statuses = [s for batch in pool.map(client, range(32)) for s in batch]
+    assert len(statuses) == 256
+    assert statuses.count(200) == 256, sorted(set(statuses))
+
+
+def test_deploying_an_unknown_model_version_or_alias_builds_nothing(
+    make_cfg, tracking_uri: str
+) -> None:
+    cfg = make_cfg()
+    name = "deploy-errors"
+    train(make_cfg("model=mlp", f"registry.model_name={name}"))
+    before = {str(b.tag) for b in bentoml.bentos.list()}
+    for model, ref, message in [("nope", "@champion", "no registered model 'nope'"),
+                                (name, "7", "has no version 7"),
+                                (name, "@gold", "has no alias 'gold'")]:  # fmt: skip
+        with pytest.raises(RegistryError, match=message):
+            deploy(cfg, model, ref)
+    assert {str(b.tag) for b in bentoml.bentos.list()} == before
+    assert str(MlflowClient(tracking_uri).get_registered_model(name).aliases["champion"]) == "1"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,61 +41,43 @@ def get(url: str, path: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
-def served(request, tmp_path_factory, digits_file: Path, tracking_uri: str) -> Iterator[dict]:
-    """Train one family, deploy its champion, serve the built Bento."""
+@pytest.fixture(scope="module")
+def servers(
+    tmp_path_factory, digits_file: Path, tracking_uri: str
+) -> Iterator[Callable[[str], dict]]:
+    """Per family, on first use: train, deploy the champion, serve the built Bento. One
+    server at a time: servers sharing a BENTOML_HOME share its Prometheus directory."""
     from tests.conftest import FAST, ROOT, compose_config
 
-    family = request.param
-    work = tmp_path_factory.mktemp(f"serve-{family}")
-    name = f"serve-{family}"
-    overrides = [
-        f"data.path={digits_file}", f"paths.root_dir={ROOT}", f"paths.output_dir={work / 'out'}",
-        f"paths.mlflow_artifacts_dir={work / 'mlartifacts'}",
-        f"paths.bento_build_dir={work / 'build'}",
-        f"logger.tracking_uri={tracking_uri}", f"registry.model_name={name}",
-        f"deploy.max_body_bytes={MAX_BODY}", *FAST, *FAMILIES[family],
-    ]  # fmt: skip
-    cfg = compose_config(overrides)
-    result = train(cfg)
-    deployed = deploy(cfg, name, "@champion")
-    port = free_port()
-    with bentoml.serve(deployed.bento_tag, port=port, host="127.0.0.1") as server:
-        client = bentoml.SyncHTTPClient(server.url, server_ready_timeout=120)
-        client.close()
-        yield {"url": server.url, "name": name, "version": result.model_version,
-               "run_id": result.run_id, "deployed": deployed}  # fmt: skip
+    started: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
 
+        def serve(family: str) -> dict:
+            if family in started:
+                return started[family]
+            stack.close()  # stop the previous family's server
+            started.clear()
+            work = tmp_path_factory.mktemp(f"serve-{family}")
+            name = f"serve-{family}"
+            cfg = compose_config([
+                f"data.path={digits_file}", f"paths.root_dir={ROOT}",
+                f"paths.output_dir={work / 'out'}",
+                f"paths.mlflow_artifacts_dir={work / 'mlartifacts'}",
+                f"paths.bento_build_dir={work / 'build'}",
+                f"logger.tracking_uri={tracking_uri}", f"registry.model_name={name}",
+                f"deploy.max_body_bytes={MAX_BODY}", *FAST, *FAMILIES[family],
+            ])  # fmt: skip
+            result = train(cfg)
+            deployed = deploy(cfg, name, "@champion")
+            server = stack.enter_context(
+                bentoml.serve(deployed.bento_tag, port=free_port(), host="127.0.0.1")
+            )
+            bentoml.SyncHTTPClient(server.url, server_ready_timeout=120).close()
+            started[family] = {"url": server.url, "name": name, "version": result.model_version,
+                               "run_id": result.run_id, "deployed": deployed}  # fmt: skip
+            return started[family]
 
-def test_predictions_equal_mlflow_pyfunc(served: dict, digits_file: Path) -> None:
-    x = np.load(digits_file)["x_test"][:24]
-    status, predictions = post(served["url"], {"inputs": x.tolist()})
-    assert status == 200, predictions
-    expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
-    served_probabilities = np.array([p["probabilities"] for p in predictions])
-    np.testing.assert_allclose(served_probabilities, expected, rtol=1e-5, atol=1e-6)
-    assert [p["label"] for p in predictions] == expected.argmax(axis=1).tolist()
-
-
-def test_metadata_health_and_metrics(served: dict) -> None:
-    status, body = get(served["url"], "/metadata")
-    metadata = json.loads(body)
-    assert status == 200
-    assert metadata["model_name"] == served["name"]
-    assert metadata["model_version"] == served["version"]
-    assert metadata["alias"] == "champion"
-    assert metadata["run_id"] == served["run_id"]
-    assert metadata["data_md5"].endswith(".dir")
-    assert get(served["url"], "/livez")[0] == 200
-    assert get(served["url"], "/readyz")[0] == 200
-    post(served["url"], {"inputs": np.zeros((3, 1, 8, 8)).tolist()})
-    _, metrics = get(served["url"], "/metrics")
-    labels = (f'alias="champion",model_name="{served["name"]}",'
-              f'model_version="{served["version"]}",run_id="{served["run_id"]}"')  # fmt: skip
-    assert f"mlops_model_info{{{labels}}} 1.0" in metrics
-    assert "mlops_batch_size_count" in metrics
-    assert 'bentoml_service_request_total{endpoint="/predict",http_response_code="200"' in metrics
-    assert "bentoml_service_request_duration_seconds_bucket" in metrics
+        yield serve
 
 
 def nan_sample(value: str) -> bytes:
@@ -121,9 +104,8 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
-def test_bad_requests_are_4xx_with_a_reason(served: dict, case: str) -> None:
-    if served["name"] != "serve-cnn":
-        pytest.skip("one family is enough for request validation")
+def test_bad_requests_are_4xx_with_a_reason(servers, case: str) -> None:
+    served = servers("cnn")
     body, reason = BAD_REQUESTS[case]
     status, message = post(served["url"], body)
     assert 400 <= status < 500, (status, message)
@@ -131,9 +113,8 @@ def test_bad_requests_are_4xx_with_a_reason(served: dict, case: str) -> None:
     assert post(served["url"], {"inputs": np.zeros((1, 1, 8, 8)).tolist()})[0] == 200  # still up
 
 
-def test_concurrent_burst_has_no_errors(served: dict, digits_file: Path) -> None:
-    if served["name"] != "serve-cnn":
-        pytest.skip("one family is enough for the burst")
+def test_concurrent_burst_has_no_errors(servers, digits_file: Path) -> None:
+    served = servers("cnn")
     x = np.load(digits_file)["x_test"]
 
     def client(worker: int) -> list[int]:
@@ -144,6 +125,46 @@ def test_concurrent_burst_has_no_errors(served: dict, digits_file: Path) -> None
         statuses = [s for batch in pool.map(client, range(32)) for s in batch]
     assert len(statuses) == 256
     assert statuses.count(200) == 256, sorted(set(statuses))
+
+
+@pytest.mark.parametrize("family", ["cnn", "mlp", "rnn"])  # cnn is already up
+def test_served_version_predicts_like_mlflow_and_reports_itself(
+    servers, family: str, digits_file: Path
+) -> None:
+    served = servers(family)
+    check_predictions_equal_mlflow_pyfunc(served, digits_file)
+    check_metadata_health_and_metrics(served)
+
+
+def check_predictions_equal_mlflow_pyfunc(served: dict, digits_file: Path) -> None:
+    x = np.load(digits_file)["x_test"][:24]
+    status, predictions = post(served["url"], {"inputs": x.tolist()})
+    assert status == 200, predictions
+    expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
+    served_probabilities = np.array([p["probabilities"] for p in predictions])
+    np.testing.assert_allclose(served_probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert [p["label"] for p in predictions] == expected.argmax(axis=1).tolist()
+
+
+def check_metadata_health_and_metrics(served: dict) -> None:
+    status, body = get(served["url"], "/metadata")
+    metadata = json.loads(body)
+    assert status == 200
+    assert metadata["model_name"] == served["name"]
+    assert metadata["model_version"] == served["version"]
+    assert metadata["alias"] == "champion"
+    assert metadata["run_id"] == served["run_id"]
+    assert metadata["data_md5"].endswith(".dir")
+    assert get(served["url"], "/livez")[0] == 200
+    assert get(served["url"], "/readyz")[0] == 200
+    post(served["url"], {"inputs": np.zeros((3, 1, 8, 8)).tolist()})
+    _, metrics = get(served["url"], "/metrics")
+    labels = (f'alias="champion",model_name="{served["name"]}",'
+              f'model_version="{served["version"]}",run_id="{served["run_id"]}"')  # fmt: skip
+    assert f"mlops_model_info{{{labels}}} 1.0" in metrics
+    assert "mlops_batch_size_count" in metrics
+    assert 'bentoml_service_request_total{endpoint="/predict",http_response_code="200"' in metrics
+    assert "bentoml_service_request_duration_seconds_bucket" in metrics
 
 
 def test_deploying_an_unknown_model_version_or_alias_builds_nothing(

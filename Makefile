@@ -59,7 +59,7 @@ serve: install ## serve the last Bento built by make deploy on 127.0.0.1:$(SERVE
 containerize: install ## docker image of the last Bento (needs a Docker engine)
 	@test -f .bentoml-build/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "containerize needs a running Docker engine, and none answers here."; \
-		echo "The Bento can still be exported: BENTOML_HOME=$(CURDIR)/.bentoml $(BIN)/bentoml export $$(cat .bentoml-build/LAST_BENTO) bento.bentomodel"; exit 1; }
+		echo "The Bento can still be exported: BENTOML_HOME=$(CURDIR)/.bentoml $(BIN)/bentoml export $$(cat .bentoml-build/LAST_BENTO) bento.bento"; exit 1; }
 	BENTOML_HOME=$(CURDIR)/.bentoml $(BIN)/bentoml containerize $$(cat .bentoml-build/LAST_BENTO)
 
 test: data ## run the test suite

@@ -52,7 +52,7 @@ show: install ## lineage of MODEL at VERSION
 deploy: install ## build a Bento of MODEL at VERSION (default @champion)
 	@$(BIN)/mlops deploy $(MODEL) --version $(VERSION) $(ARGS)
 
-serve: install ## serve the last Bento built by make deploy on 127.0.0.1:$(SERVE_PORT)
+serve: install ## serve the last Bento built by make deploy on 127.0.0.1:3000 (SERVE_PORT=...)
 	@test -f .bentoml-build/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
 	BENTOML_HOME=$(CURDIR)/.bentoml $(BIN)/bentoml serve $$(cat .bentoml-build/LAST_BENTO) --host 127.0.0.1 --port $(SERVE_PORT)
 
@@ -69,7 +69,7 @@ lint: install ## ruff
 	$(BIN)/ruff check src pipelines tests bench
 	$(BIN)/ruff format --check src pipelines tests bench
 
-ui: install ## MLflow web UI on http://127.0.0.1:$(UI_PORT)
+ui: install ## MLflow web UI on http://127.0.0.1:5000 (UI_PORT=...)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
 
 clean: ## remove training outputs (keeps .venv, the MLflow store and data)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from mlops import training
 from mlops.errors import MlopsError
-from mlops.registry.register import log_and_register
+from mlops.registry.register import log_and_register, model_family
 from mlops.tracking.lineage import lineage_tags
 from mlops.tracking.run import build_mlflow_logger, log_config, log_environment, log_plots
 
@@ -36,7 +36,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
         dvc_file=Path(cfg.paths.dvc_file),
         data_file=datamodule.path,
         overrides=training.hydra_overrides(),
-        model_family=getattr(net, "family", type(net).__name__.lower()),
+        model_family=model_family(net),
     )
     logger = build_mlflow_logger(
         cfg.logger, {**tags, "tags": ",".join(cfg.tags)}, Path(cfg.paths.mlflow_artifacts_dir)
@@ -61,7 +61,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                 log_plots(logger, module.test_confusion_matrix)
             if cfg.register:
                 version = log_and_register(
-                    logger._tracking_uri,
+                    cfg.logger.tracking_uri,
                     logger.run_id,
                     module.net,
                     datamodule.splits.x_test[:5],
@@ -70,7 +70,9 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                 )
                 # 5. Promotion gate: challenger vs champion, evaluated from the registry.
                 if cfg.registry.gate.enabled:
-                    gate = training.promotion_gate(cfg, logger._tracking_uri, datamodule, version)
+                    gate = training.promotion_gate(
+                        cfg, cfg.logger.tracking_uri, datamodule, version
+                    )
     except BaseException:
         logger.finalize("failed")
         raise

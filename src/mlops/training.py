@@ -85,12 +85,6 @@ def metrics_as_floats(trainer: L.Trainer) -> dict[str, float]:
     return {key: float(value) for key, value in trainer.callback_metrics.items()}
 
 
-def output_dir(cfg: DictConfig) -> Path:
-    path = Path(cfg.paths.output_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def gate_rule(cfg: DictConfig) -> GateRule:
     gate = cfg.registry.gate
     return GateRule(gate.metric, gate.direction, float(gate.min_delta), gate.get("per_class_floor"))

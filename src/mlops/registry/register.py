@@ -14,9 +14,14 @@ from torch import nn
 from mlops.models.inference import inference_model
 
 
+def model_family(net: nn.Module) -> str:
+    """`mlp`, `cnn`, `rnn` for the built-in networks; the class name for any other."""
+    return getattr(net, "family", type(net).__name__.lower())
+
+
 def default_model_name(dataset: str, net: nn.Module) -> str:
     """`<dataset>-<family>`, e.g. `digits-cnn`: one registered model per data/model pair."""
-    return f"{dataset}-{getattr(net, 'family', type(net).__name__.lower())}"
+    return f"{dataset}-{model_family(net)}"
 
 
 def pip_requirements() -> list[str]:

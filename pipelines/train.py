@@ -22,6 +22,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def train(cfg: DictConfig) -> training.TrainingResult:
+    training.check_launch(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # 1. Data: read and validate before anything is created.
@@ -41,11 +42,14 @@ def train(cfg: DictConfig) -> training.TrainingResult:
     logger = build_mlflow_logger(
         cfg.logger, {**tags, "tags": ",".join(cfg.tags)}, Path(cfg.paths.mlflow_artifacts_dir)
     )
-    log_config(logger, cfg)
-    log_environment(logger)
+    # The trainer knows the global rank (even before DDP starts its processes): only rank
+    # zero creates the run, so N processes still make one run.
+    trainer = training.build_trainer(cfg, logger)
+    if trainer.is_global_zero:
+        log_config(logger, cfg)
+        log_environment(logger)
 
     # 3. Fit, then test the best checkpoint.
-    trainer = training.build_trainer(cfg, logger)
     try:
         trainer.fit(module, datamodule=datamodule)
         metrics = training.metrics_as_floats(trainer)
@@ -76,9 +80,12 @@ def train(cfg: DictConfig) -> training.TrainingResult:
     except BaseException:
         logger.finalize("failed")
         raise
+    finally:
+        training.end_distributed()
     return training.TrainingResult(
         metrics=metrics,
         run_id=logger.run_id,
+        is_global_zero=trainer.is_global_zero,
         model_name=model_name,
         model_version=version and str(version.version),
         checkpoint_path=checkpoint,
@@ -94,6 +101,8 @@ def main(cfg: DictConfig) -> float | None:
     except MlopsError as error:  # the user's to fix: the message says how, no traceback
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    if not result.is_global_zero:  # rank zero reports for the whole job
+        return None
     print(
         f"run {result.run_id}: "
         + ", ".join(

@@ -55,7 +55,15 @@ def test_training_is_one_tracked_run_and_one_new_version(
     assert params["optimizer/lr"] == str(cfg.optimizer.lr)
 
     # metrics: per epoch for train/val, once for test
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1", "val/acc_best"):
+    for key in (
+        "train/loss",
+        "train/acc",
+        "train/samples_per_sec",
+        "val/loss",
+        "val/acc",
+        "val/f1",
+        "val/acc_best",
+    ):
         assert len(client.get_metric_history(result.run_id, key)) == 2, key
     for key in ("test/acc", "test/f1", "test/loss"):
         assert key in run.data.metrics

@@ -15,3 +15,7 @@ class ModelConfigError(MlopsError, ValueError):
 
 class RegistryError(MlopsError, LookupError):
     """An unknown model, version or alias, or a registry that cannot be reached."""
+
+
+class LaunchError(MlopsError, RuntimeError):
+    """The trainer config cannot run the way the job was launched."""

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from mlops.data.files import FilesDataModule
-from mlops.errors import MlopsError
+from mlops.errors import LaunchError, MlopsError
 from mlops.models.classifier import Classifier
 from mlops.registry.evaluate import Evaluator
 from mlops.registry.gate import GateRule
@@ -29,12 +29,13 @@ class TrainingResult:
     """What a training produced: metrics and where to find the run and model version."""
 
     metrics: dict[str, float]
-    run_id: str
+    run_id: str | None  # None on the other DDP ranks: only global rank zero has the run
     model_name: str
     model_version: str | None
     checkpoint_path: str
     epochs: int  # epochs actually trained (early stopping may end before max_epochs)
     gate: GateOutcome | None = None  # the promotion gate's outcome, when it ran
+    is_global_zero: bool = True  # False in the other processes of a DDP job
 
 
 def load_data(cfg: DictConfig) -> FilesDataModule:
@@ -70,6 +71,19 @@ def hydra_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def check_launch(cfg: DictConfig) -> None:
+    """`strategy: ddp` re-runs the script once per extra process; under Hydra multirun each
+    copy would start the whole sweep again. Fail before anything is created."""
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and cfg.trainer.get("strategy") == "ddp":
+        raise LaunchError(
+            "trainer.strategy=ddp cannot run under Hydra multirun (-m): every DDP process "
+            "would re-launch the sweep; use trainer=ddp_spawn_cpu (or trainer.strategy=ddp_spawn)"
+        )
+
+
 def build_trainer(cfg: DictConfig, logger: MLFlowLogger) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
@@ -79,6 +93,14 @@ def best_checkpoint(trainer: L.Trainer) -> str:
     """The best checkpoint if one was kept, else the final weights ("" -> Lightning uses them)."""
     callback = trainer.checkpoint_callback
     return getattr(callback, "best_model_path", "") or ""
+
+
+def end_distributed() -> None:
+    """Leave the DDP process group cleanly (torch warns at exit otherwise); no-op without DDP."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def metrics_as_floats(trainer: L.Trainer) -> dict[str, float]:

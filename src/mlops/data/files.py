@@ -7,7 +7,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from mlops.data.arrays import load_arrays
 from mlops.data.validation import Splits, validate_and_split
@@ -56,21 +57,37 @@ class FilesDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return self.splits.num_classes
 
-    def _loader(self, x, y, shuffle: bool) -> DataLoader:
+    def _loader(self, x, y, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
         dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+        )
+
+    def _evaluation_sampler(self, num_samples: int) -> Sampler | None:
+        """Under DDP, each sample on exactly one rank. Lightning's default sampler pads the
+        last rank with repeated samples, which would count them twice in val/test metrics."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None  # Lightning's own sampler handling applies
+        return UnrepeatedDistributedSampler(
+            range(num_samples),
+            num_replicas=trainer.world_size,
+            rank=trainer.global_rank,
+            shuffle=False,
         )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits.x_train, self.splits.y_train, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.x_val, self.splits.y_val, shuffle=False)
+        x, y = self.splits.x_val, self.splits.y_val
+        return self._loader(x, y, shuffle=False, sampler=self._evaluation_sampler(len(y)))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.x_test, self.splits.y_test, shuffle=False)
+        x, y = self.splits.x_test, self.splits.y_test
+        return self._loader(x, y, shuffle=False, sampler=self._evaluation_sampler(len(y)))

@@ -70,7 +70,7 @@ class Classifier(L.LightningModule):
             loss,
             on_step=False,
             on_epoch=True,
-            sync_dist=stage != "train",
+            sync_dist=True,  # averaged over all DDP ranks, once per epoch (on_step=False)
             batch_size=len(y),
         )
         self.log_dict(metrics, on_step=False, on_epoch=True)

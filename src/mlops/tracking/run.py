@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,23 @@ def artifact_location_for(tracking_uri: str, artifacts_dir: Path) -> str | None:
     return None
 
 
+@contextmanager
+def store_creation_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialize the first connection to a sqlite store: MLflow creates and migrates the
+    schema on connect, and two processes doing it at once (torchrun ranks, two trainings
+    on a new project) fail with `duplicate column`."""
+    if not tracking_uri.startswith("sqlite:///"):
+        with nullcontext():
+            yield
+        return
+    from filelock import FileLock
+
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock"):
+        yield
+
+
 def build_mlflow_logger(
     logger_cfg: DictConfig, tags: Mapping[str, str], artifacts_dir: Path
 ) -> MLFlowLogger:
@@ -34,7 +52,8 @@ def build_mlflow_logger(
     artifact_location = logger_cfg.get("artifact_location") or artifact_location_for(
         logger_cfg.tracking_uri, artifacts_dir
     )
-    return instantiate(logger_cfg, tags=dict(tags), artifact_location=artifact_location)
+    with store_creation_lock(logger_cfg.tracking_uri):
+        return instantiate(logger_cfg, tags=dict(tags), artifact_location=artifact_location)
 
 
 def log_config(logger: MLFlowLogger, cfg: DictConfig) -> None:

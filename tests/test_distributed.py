@@ -1,0 +1,126 @@
+"""DDP on CPU (gloo, 2 processes): still one run, one folder, one checkpoint, one version,
+and test metrics that a single process reproduces from the registered weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from mlops.data.arrays import load_npz, save_npz_reproducibly
+from mlops.data.files import FilesDataModule
+from tests.conftest import FAST, ROOT
+
+
+@pytest.fixture(scope="module")
+def odd_test_split(digits_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Digits with 269 test samples: 2 ranks cannot split it evenly, so a padding sampler
+    would count one sample twice and change test/acc."""
+    arrays = dict(load_npz(digits_file))
+    arrays["x_test"], arrays["y_test"] = arrays["x_test"][:-1], arrays["y_test"][:-1]
+    path = tmp_path_factory.mktemp("odd") / "digits.npz"
+    save_npz_reproducibly(path, arrays)
+    return path
+
+
+def train_command(*overrides: str, multirun: bool = False) -> list[str]:
+    script = [sys.executable, str(ROOT / "pipelines" / "train.py"), *(["-m"] if multirun else [])]
+    return [*script, *FAST, "model=mlp", *overrides]
+
+
+# Lightning re-runs the script for rank 1; torchrun starts both ranks at once (and so both
+# open the new sqlite store at the same moment), as in docs/distributed.md.
+LAUNCHERS = {
+    "lightning": [],
+    "torchrun": [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--standalone",
+        "--nproc_per_node=2",
+    ],
+}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_ddp_cpu_job_is_one_run_and_one_version(
+    tmp_path: Path, odd_test_split: Path, launcher: str
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_dir = tmp_path / "logs"
+    overrides = [
+        "trainer=ddp_cpu",
+        f"data.path={odd_test_split}",
+        f"logger.tracking_uri={uri}",
+        f"paths.mlflow_artifacts_dir={tmp_path / 'mlartifacts'}",
+    ]
+    if launcher == "torchrun":  # one folder name for both ranks, as the docs say
+        overrides.append(f"hydra.run.dir={log_dir / 'train' / 'runs' / 'job'}")
+        command = [*LAUNCHERS[launcher], *train_command(*overrides)[1:]]
+    else:
+        command = train_command(*overrides, f"paths.log_dir={log_dir}")
+    job = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in job.stdout + job.stderr, "did not run 2 processes"
+    assert job.stdout.count("registered digits-mlp version") == 1  # rank zero reports
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("digits")
+    runs = client.search_runs([experiment.experiment_id])
+    training_runs = [r for r in runs if "mlops.run_type" not in r.data.tags]
+    assert len(training_runs) == 1, [r.info.run_name for r in runs]
+    run = training_runs[0]
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2  # once per epoch
+    assert len(client.get_metric_history(run.info.run_id, "train/samples_per_sec")) == 2
+
+    versions = client.search_model_versions("name = 'digits-mlp'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert versions[0].run_id == run.info.run_id
+
+    (output_dir,) = (log_dir / "train" / "runs").iterdir()
+    assert [p.name for p in (output_dir / "checkpoints").iterdir()] == ["best.ckpt"]
+
+    # One process, registered weights, the whole test split: the same accuracy.
+    model = mlflow.pyfunc.load_model(client.get_model_version_download_uri("digits-mlp", "1"))
+    arrays = load_npz(odd_test_split)
+    predicted = np.asarray(model.predict(arrays["x_test"])).argmax(axis=1)
+    accuracy = float((predicted == arrays["y_test"]).mean())
+    assert run.data.metrics["test/acc"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_ddp_under_multirun_fails_before_any_run(tmp_path: Path, digits_file: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    job = subprocess.run(
+        train_command(
+            "trainer=ddp_cpu", "seed=1,2", f"data.path={digits_file}",
+            f"logger.tracking_uri={uri}", f"paths.log_dir={tmp_path / 'logs'}",
+            multirun=True,
+        ),
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert job.returncode == 1
+    assert "use trainer=ddp_spawn_cpu" in job.stderr
+    assert not MlflowClient(uri).search_experiments(filter_string="name = 'digits'")
+
+
+@pytest.mark.parametrize("split", ["odd", "even"])
+def test_evaluation_samples_are_split_across_ranks_without_repeats(
+    digits_file: Path, odd_test_split: Path, split: str
+) -> None:
+    datamodule = FilesDataModule(
+        name="digits", path=odd_test_split if split == "odd" else digits_file
+    )
+    seen: list[int] = []
+    for rank in (0, 1):
+        datamodule.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        seen += list(datamodule.test_dataloader().sampler)
+        seen_val = list(datamodule.val_dataloader().sampler)
+        assert len(seen_val) in (
+            len(datamodule.splits.y_val) // 2,
+            len(datamodule.splits.y_val) // 2 + 1,
+        )
+    assert sorted(seen) == list(range(len(datamodule.splits.y_test)))

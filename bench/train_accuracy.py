@@ -9,18 +9,15 @@ store, so the user's registry gets no benchmark versions.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
+from bench.report import REPORT, ROOT, stamp, write_section
 from mlops.config import compose_config
 from pipelines.train import train
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"mlp": 0.95, "cnn": 0.97, "rnn": 0.95}
 TIME_LIMIT_S = 60.0
 
@@ -43,13 +40,6 @@ def run_once(model: str, workdir: Path) -> tuple[float, float, int]:
     return result.metrics["test/acc"], seconds, result.epochs
 
 
-def machine() -> str:
-    return (
-        f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"Python {platform.python_version()}, torch {torch.__version__}"
-    )
-
-
 def table(rows: list[tuple[str, float, float, int, int]]) -> str:
     lines = [
         "| model | test acc | target | wall time (median) | limit | epochs | runs | meets both |",
@@ -64,23 +54,10 @@ def table(rows: list[tuple[str, float, float, int, int]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace the text between this benchmark's markers, keeping the rest of the file."""
-    begin, end = "<!-- bench:train_accuracy:begin -->", "<!-- bench:train_accuracy:end -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{body}\n{end}"
-    if begin in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -92,12 +69,11 @@ def main() -> None:
                 (model, runs[0][0], statistics.median(s for _, s, _ in runs), runs[0][2], len(runs))
             )
     body = (
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine()} by `make bench` "
-        "(`bench/train_accuracy.py`). Default configs, digits test split (270 images); "
+        stamp("bench/train_accuracy.py") + " Default configs, digits test split (270 images); "
         "wall time is the whole pipeline in-process: data, fit, test, MLflow logging "
         "and registration.\n\n" + table(rows)
     )
-    write_section(args.output, body)
+    write_section("train_accuracy", body, args.output)
     print(table(rows))
 
 

@@ -30,6 +30,7 @@ def test_defaults_are_digits_cnn_on_cpu() -> None:
         "early_stopping",
         "rich_progress_bar",
         "lr_monitor",
+        "throughput",
     }
 
 

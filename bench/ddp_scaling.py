@@ -1,0 +1,96 @@
+"""Benchmark: training samples/s of the pipeline with 1 and with 2 CPU processes (DDP, gloo),
+one torch thread each, same model, data and per-process batch size.
+
+    python -m bench.ddp_scaling       # writes the "DDP scaling" section of docs/benchmarks.md
+
+Each run is the real `pipelines/train.py` (as `make train` starts it) against a throwaway
+store; the figure is the pipeline's own `train/samples_per_sec` metric (all ranks, validation
+excluded), median over the epochs after the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from bench.report import REPORT, ROOT, ratio, stamp, write_section
+
+TARGET = 1.7
+EPOCHS = 15
+TRAINERS = {1: ["trainer=cpu"], 2: ["trainer=ddp_cpu", "trainer.devices=2"]}
+
+
+def run_once(processes: int, model: str, workdir: Path) -> float:
+    """Samples/s of one training: median of epochs 2..N of the logged metric."""
+    uri = f"sqlite:///{workdir / 'bench.db'}"
+    command = [
+        sys.executable, str(ROOT / "pipelines" / "train.py"), *TRAINERS[processes],
+        f"model={model}", f"trainer.max_epochs={EPOCHS}", "trainer.deterministic=false",
+        "test=false", "register=false", "~callbacks.early_stopping",
+        "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false",
+        f"logger.tracking_uri={uri}", f"paths.log_dir={workdir / 'logs'}",
+        f"paths.mlflow_artifacts_dir={workdir / 'mlartifacts'}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one torch thread per process
+    job = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if job.returncode != 0:
+        raise RuntimeError(f"training failed:\n{job.stdout[-2000:]}\n{job.stderr[-2000:]}")
+    client = MlflowClient(uri)
+    run = client.search_runs(
+        [client.get_experiment_by_name("digits").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
+    history = sorted(
+        client.get_metric_history(run.info.run_id, "train/samples_per_sec"), key=lambda m: m.step
+    )
+    return statistics.median(m.value for m in history[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--output", type=Path, default=REPORT)
+    args = parser.parse_args()
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as workdir:
+        for _ in range(args.repeats):  # interleaved, so drift hits both alike
+            for processes in rates:
+                rates[processes].append(run_once(processes, args.model, Path(workdir)))
+    one, two = (statistics.median(rates[p]) for p in (1, 2))
+    speedup = two / one
+    table = "\n".join(
+        [
+            "| processes | samples/s (median) | runs | speed-up | target |",
+            "|---|---|---|---|---|",
+            f"| 1 (`trainer=cpu`) | {one:,.0f} | {len(rates[1])} | 1.00x | |",
+            f"| 2 (`trainer=ddp_cpu`) | {two:,.0f} | {len(rates[2])} | {ratio(two, one)} | "
+            f">= {TARGET}x: {'yes' if speedup >= TARGET else 'NO'} |",
+        ]
+    )
+    body = (
+        stamp("bench/ddp_scaling.py")
+        + f" Model `{args.model}`, digits, batch 64 per process, one torch thread per process "
+        f"(`OMP_NUM_THREADS=1`), {EPOCHS} epochs; samples/s is the run's "
+        "`train/samples_per_sec` (all ranks, validation excluded), median of epochs 2.."
+        f"{EPOCHS}, then the median over runs. Per-run values: 1 process "
+        + ", ".join(f"{r:,.0f}" for r in rates[1])
+        + "; 2 processes "
+        + ", ".join(f"{r:,.0f}" for r in rates[2])
+        + ".\n\n"
+        + table
+    )
+    write_section("ddp_scaling", body, args.output)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

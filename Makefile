@@ -12,6 +12,9 @@ MODEL ?= digits-cnn
 VERSION ?= @champion
 REASON ?=
 SERVE_PORT ?= 3000
+BENTOML_STORE ?= $(CURDIR)/.bentoml
+BENTO_BUILD_DIR ?= .bentoml-build
+BENCH ?= all
 
 .DEFAULT_GOAL := help
 .PHONY: help install data train test lint ui bench clean evaluate promote rollback history show deploy serve containerize
@@ -53,14 +56,14 @@ deploy: install ## build a Bento of MODEL at VERSION (default @champion)
 	@$(BIN)/mlops deploy $(MODEL) --version $(VERSION) $(ARGS)
 
 serve: install ## serve the last Bento built by make deploy on 127.0.0.1:3000 (SERVE_PORT=...)
-	@test -f .bentoml-build/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
-	BENTOML_HOME=$(CURDIR)/.bentoml $(BIN)/bentoml serve $$(cat .bentoml-build/LAST_BENTO) --host 127.0.0.1 --port $(SERVE_PORT)
+	@test -f $(BENTO_BUILD_DIR)/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
+	BENTOML_HOME=$(BENTOML_STORE) $(BIN)/bentoml serve $$(cat $(BENTO_BUILD_DIR)/LAST_BENTO) --host 127.0.0.1 --port $(SERVE_PORT)
 
 containerize: install ## docker image of the last Bento (needs a Docker engine)
-	@test -f .bentoml-build/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
+	@test -f $(BENTO_BUILD_DIR)/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "containerize needs a running Docker engine, and none answers here."; \
-		echo "The Bento can still be exported: BENTOML_HOME=$(CURDIR)/.bentoml $(BIN)/bentoml export $$(cat .bentoml-build/LAST_BENTO) bento.bento"; exit 1; }
-	BENTOML_HOME=$(CURDIR)/.bentoml $(BIN)/bentoml containerize $$(cat .bentoml-build/LAST_BENTO)
+		echo "The Bento can still be exported: BENTOML_HOME=$(BENTOML_STORE) $(BIN)/bentoml export $$(cat $(BENTO_BUILD_DIR)/LAST_BENTO) bento.bento"; exit 1; }
+	BENTOML_HOME=$(BENTOML_STORE) $(BIN)/bentoml containerize $$(cat $(BENTO_BUILD_DIR)/LAST_BENTO)
 
 test: data ## run the test suite
 	$(BIN)/python -m pytest $(if $(CI),-q -p no:cacheprovider,) $(ARGS)
@@ -75,5 +78,7 @@ ui: install ## MLflow web UI on http://127.0.0.1:5000 (UI_PORT=...)
 clean: ## remove training outputs (keeps .venv, the MLflow store and data)
 	rm -rf logs outputs .pytest_cache .ruff_cache
 
-bench: data ## run the benchmarks and write docs/benchmarks.md
-	$(BIN)/python -m bench.train_accuracy
+bench: data ## run the benchmarks, write docs/benchmarks.md (BENCH=serving for one; about 15 min)
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package) for the serving benchmark"; \
+		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -m bench $(BENCH)

@@ -27,12 +27,13 @@ EPOCHS = 15
 TRAINERS = {1: ["trainer=cpu"], 2: ["trainer=ddp_cpu", "trainer.devices=2"]}
 
 
-def run_once(processes: int, model: str, workdir: Path) -> float:
+def run_once(processes: int, model: str, batch_size: int, workdir: Path) -> float:
     """Samples/s of one training: median of epochs 2..N of the logged metric."""
     uri = f"sqlite:///{workdir / 'bench.db'}"
     command = [
         sys.executable, str(ROOT / "pipelines" / "train.py"), *TRAINERS[processes],
-        f"model={model}", f"trainer.max_epochs={EPOCHS}", "trainer.deterministic=false",
+        f"model={model}", f"data.batch_size={batch_size}", f"trainer.max_epochs={EPOCHS}",
+        "trainer.deterministic=false",
         "test=false", "register=false", "~callbacks.early_stopping",
         "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false",
         f"logger.tracking_uri={uri}", f"paths.log_dir={workdir / 'logs'}",

@@ -35,11 +35,22 @@ def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: 
 
 
 @contextlib.contextmanager
-def running_server(command: list[str], health_url: str, log: Path) -> Iterator[None]:
+def running_server(
+    command: list[str],
+    health_url: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[None]:
     """Start `command` in its own session; on exit stop it and all of its children."""
     with log.open("w") as output:
         process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
         )
     try:
         wait_until_ready(health_url, process, log)

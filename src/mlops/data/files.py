@@ -6,12 +6,37 @@ from functools import cached_property
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mlops.data.arrays import load_arrays
 from mlops.data.validation import Splits, validate_and_split
+
+
+class ArrayDataset(Dataset):
+    """In-memory arrays served a batch at a time: the DataLoader's fetcher calls
+    `__getitems__` with a batch of indices, so a batch costs one tensor index instead of
+    one per sample plus a stack (a quarter of a small model's step, measured)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[index], self.y[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return self.x[index], self.y[index]
+
+
+def already_batched(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`collate_fn` for `ArrayDataset`: its batches need no collation."""
+    return batch
 
 
 class FilesDataModule(L.LightningDataModule):
@@ -58,10 +83,10 @@ class FilesDataModule(L.LightningDataModule):
         return self.splits.num_classes
 
     def _loader(self, x, y, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
-        dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
         return DataLoader(
-            dataset,
+            ArrayDataset(x, y),
             batch_size=self.batch_size,
+            collate_fn=already_batched,
             shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,

@@ -1,0 +1,210 @@
+"""Benchmark: the deployed BentoML service against `mlflow models serve` of the same
+registered version and against a bare HTTP endpoint (the ceiling), with the same wrk load
+and the same JSON payload.
+
+    python -m bench.serving           # writes the "Serving" section of docs/benchmarks.md
+
+It trains and registers a CNN in a throwaway store, deploys it with `mlops deploy`'s code
+into a throwaway BentoML home, starts each server on a free 127.0.0.1 port, and stops it
+(and its children) afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import numpy as np
+
+from bench.loadgen import Load, post_script, run_wrk, wrk_binary
+from bench.report import REPORT, ROOT, ratio, stamp, write_section
+from tests.servers import free_port, running_server
+
+BIN = Path(sys.executable).parent
+CONNECTIONS = 32
+BATCH = 64
+TARGETS = {"vs_mlflow": 5.0, "vs_bare": 0.5, "p99_ms": 20.0}
+
+
+def train_and_deploy(workdir: Path) -> tuple[str, str, str]:
+    """A registered CNN and its Bento: (tracking URI, model URI, Bento tag)."""
+    from mlops.config import compose_config
+    from mlops.serving.deploy import deploy
+    from pipelines.train import train
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    overrides = [
+        "model=cnn", "trainer.max_epochs=5", "~callbacks.rich_progress_bar",
+        "+trainer.enable_progress_bar=false", f"logger.tracking_uri={uri}",
+        f"paths.output_dir={workdir / 'run'}", f"paths.mlflow_artifacts_dir={workdir / 'art'}",
+        f"paths.bentoml_home={workdir / 'bentoml'}",
+        f"paths.bento_build_dir={workdir / 'build'}",
+    ]  # fmt: skip
+    cfg = compose_config(ROOT / "conf", overrides)
+    result = train(cfg)
+    deployed = deploy(cfg, result.model_name, result.model_version)
+    return uri, f"models:/{result.model_name}/{result.model_version}", deployed.bento_tag
+
+
+def payload(samples: int) -> str:
+    from mlops.data.arrays import load_npz
+
+    x = load_npz(ROOT / "data" / "digits" / "digits.npz")["x_test"][:samples]
+    return json.dumps({"inputs": np.asarray(x, dtype=np.float32).tolist()})
+
+
+def servers(workdir: Path, tracking_uri: str, model_uri: str, bento_tag: str):
+    """name -> (start: port -> context manager, predict path)."""
+    env = dict(os.environ)
+
+    def bentoml_server(port: int) -> AbstractContextManager:
+        return running_server(
+            [str(BIN / "bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
+            f"http://127.0.0.1:{port}/readyz",
+            workdir / "bentoml.log",
+            env={**env, "BENTOML_HOME": str(workdir / "bentoml")},
+        )
+
+    def mlflow_server(port: int) -> AbstractContextManager:
+        return running_server(
+            [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port)],
+            f"http://127.0.0.1:{port}/health",
+            workdir / "mlflow-serve.log",
+            env={**env, "MLFLOW_TRACKING_URI": tracking_uri},
+        )  # fmt: skip
+
+    def bare_server(port: int) -> AbstractContextManager:
+        return running_server(
+            [sys.executable, "-m", "uvicorn", "bench.echo_server:app", "--host", "127.0.0.1",
+             "--port", str(port), "--no-access-log", "--log-level", "warning"],
+            f"http://127.0.0.1:{port}/readyz",
+            workdir / "bare.log",
+            cwd=ROOT,
+        )  # fmt: skip
+
+    return {
+        "mlops (BentoML)": (bentoml_server, "/predict"),
+        "mlflow models serve": (mlflow_server, "/invocations"),
+        "bare HTTP (uvicorn + Starlette)": (bare_server, "/predict"),
+    }
+
+
+def measure(
+    start: Callable[[int], AbstractContextManager],
+    path: str,
+    scripts: dict[str, Path],
+    seconds: int,
+    repeats: int,
+) -> dict[str, list[Load]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}{path}"
+    with start(port):
+        for script in scripts.values():
+            run_wrk(url, script, CONNECTIONS, 3)  # warm-up: first batches, caches, JIT paths
+        return {
+            name: [run_wrk(url, script, CONNECTIONS, seconds) for _ in range(repeats)]
+            for name, script in scripts.items()
+        }
+
+
+def median_load(loads: list[Load]) -> Load:
+    return Load(
+        requests_per_s=statistics.median(x.requests_per_s for x in loads),
+        p50_ms=statistics.median(x.p50_ms for x in loads),
+        p99_ms=statistics.median(x.p99_ms for x in loads),
+        requests=sum(x.requests for x in loads),
+        errors=sum(x.errors for x in loads),
+    )
+
+
+def tables(results: dict[str, dict[str, Load]]) -> str:
+    names = list(results)
+    ours, mlflow_serve, bare = (results[n]["single"] for n in names)
+    lines = [
+        f"Single-sample requests, {CONNECTIONS} connections:",
+        "",
+        "| server | req/s | p50 | p99 | requests | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        load = results[name]["single"]
+        lines.append(
+            f"| {name} | {load.requests_per_s:,.0f} | {load.p50_ms:.1f} ms | "
+            f"{load.p99_ms:.1f} ms | {load.requests:,} | {load.errors} |"
+        )
+    ours_rate, mlflow_rate, bare_rate = (
+        ours.requests_per_s,
+        mlflow_serve.requests_per_s,
+        bare.requests_per_s,
+    )
+    checks = [
+        ("req/s vs `mlflow models serve`", ratio(ours_rate, mlflow_rate),
+         f">= {TARGETS['vs_mlflow']}x", ours_rate >= TARGETS["vs_mlflow"] * mlflow_rate),
+        ("req/s vs bare HTTP", ratio(ours_rate, bare_rate),
+         f">= {TARGETS['vs_bare']}x", ours_rate >= TARGETS["vs_bare"] * bare_rate),
+        ("p99 latency", f"{ours.p99_ms:.1f} ms", f"<= {TARGETS['p99_ms']:.0f} ms",
+         ours.p99_ms <= TARGETS["p99_ms"]),
+        ("errors", str(ours.errors), "0", ours.errors == 0),
+    ]  # fmt: skip
+    lines += ["", "| mlops target | measured | target | met |", "|---|---|---|---|"]
+    lines += [
+        f"| {what} | {got} | {want} | {'yes' if ok else 'NO'} |" for what, got, want, ok in checks
+    ]
+    lines += [
+        "",
+        f"Batched requests ({BATCH} samples each), {CONNECTIONS} connections:",
+        "",
+        "| server | req/s | samples/s | p50 | p99 | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        load = results[name]["batch"]
+        lines.append(
+            f"| {name} | {load.requests_per_s:,.0f} | {load.requests_per_s * BATCH:,.0f} | "
+            f"{load.p50_ms:.1f} ms | {load.p99_ms:.1f} ms | {load.errors} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=REPORT)
+    args = parser.parse_args()
+    wrk_binary()  # fail before training if the load generator is missing
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        os.environ["BENTOML_HOME"] = str(workdir / "bentoml")  # before bentoml is imported
+        tracking_uri, model_uri, bento_tag = train_and_deploy(workdir)
+        scripts = {
+            "single": post_script(workdir / "single.lua", payload(1)),
+            "batch": post_script(workdir / "batch.lua", payload(BATCH)),
+        }
+        results = {}
+        for name, (start, path) in servers(workdir, tracking_uri, model_uri, bento_tag).items():
+            loads = measure(start, path, scripts, args.seconds, args.repeats)
+            results[name] = {kind: median_load(runs) for kind, runs in loads.items()}
+            print(name, results[name], flush=True)
+    body = (
+        stamp("bench/serving.py")
+        + f" wrk (1 thread, {CONNECTIONS} connections, {args.seconds} s per run, median of "
+        f"{args.repeats} runs after a warm-up; requests and errors summed over runs), the same "
+        'JSON body `{"inputs": [...]}` of digits test images to every server, a CNN '
+        "trained for 5 epochs, served as deployed by `make deploy` (conf/deploy/default.yaml). "
+        "Load generator and server share the machine's cores.\n\n" + tables(results)
+    )
+    write_section("serving", body, args.output)
+    print(tables(results))
+
+
+if __name__ == "__main__":
+    main()

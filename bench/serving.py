@@ -62,7 +62,8 @@ def payload(samples: int) -> str:
 
 def servers(workdir: Path, tracking_uri: str, model_uri: str, bento_tag: str):
     """name -> (start: port -> context manager, predict path)."""
-    env = dict(os.environ)
+    # `mlflow models serve` execs `uvicorn` from PATH
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def bentoml_server(port: int) -> AbstractContextManager:
         return running_server(

@@ -83,6 +83,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         max_body_bytes=int(cfg.deploy.max_body_bytes),
         workers=int(cfg.deploy.workers),
         torch_threads=int(cfg.deploy.torch_threads),
+        access_log=bool(cfg.deploy.access_log),
     )
     labels = {
         "registered_model": model_name,

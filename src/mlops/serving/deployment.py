@@ -28,6 +28,7 @@ class Deployment:
     max_body_bytes: int
     workers: int
     torch_threads: int
+    access_log: bool = False
 
     def write(self, directory: Path) -> Path:
         path = directory / DEPLOYMENT_FILE

@@ -43,7 +43,11 @@ def deploy_last_version(workdir: Path, args: str) -> None:
     job = subprocess.run(
         ["make", "-s", "deploy", "MODEL=digits-cnn", "VERSION=1", f"ARGS={args}"],
         cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, "BENTOML_HOME": str(workdir / "bentoml")},
+        env={
+            **os.environ,
+            "BENTOML_HOME": str(workdir / "bentoml"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",  # the CLI reads it first
+        },
     )  # fmt: skip
     if job.returncode != 0:
         raise RuntimeError(f"make deploy failed:\n{job.stdout[-2000:]}\n{job.stderr[-2000:]}")

@@ -84,6 +84,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         workers=int(cfg.deploy.workers),
         torch_threads=int(cfg.deploy.torch_threads),
         access_log=bool(cfg.deploy.access_log),
+        tracing=bool(cfg.deploy.tracing),
     )
     labels = {
         "registered_model": model_name,

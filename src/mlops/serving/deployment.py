@@ -29,6 +29,7 @@ class Deployment:
     workers: int
     torch_threads: int
     access_log: bool = False
+    tracing: bool = False
 
     def write(self, directory: Path) -> Path:
         path = directory / DEPLOYMENT_FILE

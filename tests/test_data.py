@@ -166,3 +166,26 @@ def test_train_and_test_shapes_disagree(tmp_path: Path) -> None:
 def test_too_few_samples_to_split(tmp_path: Path) -> None:
     x, y = blobs(3)
     expect_data_error(write_npz(tmp_path, x=x, y=y), "no training sample is left")
+
+
+def test_loaders_serve_whole_batches_equal_to_per_sample_collation(digits_file: Path) -> None:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    datamodule = FilesDataModule(name="digits", path=digits_file, batch_size=64)
+    splits = datamodule.splits
+    plain = DataLoader(
+        TensorDataset(torch.from_numpy(splits.x_train), torch.from_numpy(splits.y_train)),
+        batch_size=64,
+        shuffle=True,
+    )
+    torch.manual_seed(3)
+    ours = list(datamodule.train_dataloader())
+    torch.manual_seed(3)
+    reference = list(plain)
+    assert [len(y) for _, y in ours] == [len(y) for _, y in reference]
+    assert len(ours) == -(-len(splits.y_train) // 64)  # the last, partial batch is kept
+    for (x, y), (x_ref, y_ref) in zip(ours, reference, strict=True):
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+    x, _ = next(iter(datamodule.test_dataloader()))
+    assert torch.equal(x, torch.from_numpy(splits.x_test[:64]))  # in order, unshuffled

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import REPORT, ROOT, stamp, write_section
+from bench.report import REPORT, ROOT, markdown_table, stamp, write_section
 from tests.servers import free_port, running_server
 
 
@@ -79,19 +79,15 @@ def main() -> None:
             train_runs.append(seconds)
         deploy_last_version(workdir, overrides)
         serve_runs = [make_serve_seconds(workdir) for _ in range(args.repeats)]
-    table = "\n".join(
+    table = markdown_table(
+        ["what", "median", "runs"],
         [
-            "| what | median | runs |",
-            "|---|---|---|",
-            "| `make serve` until `/readyz` is 200 | "
-            f"{statistics.median(serve_runs):.1f} s | "
-            + ", ".join(f"{s:.1f}" for s in serve_runs)
-            + " |",
-            "| `make train` (default config, CNN) | "
-            f"{statistics.median(train_runs):.1f} s | "
-            + ", ".join(f"{s:.1f}" for s in train_runs)
-            + " |",
-        ]
+            [what, f"{statistics.median(runs):.1f} s", ", ".join(f"{s:.1f}" for s in runs)]
+            for what, runs in (
+                ("`make serve` until `/readyz` is 200", serve_runs),
+                ("`make train` (default config, CNN)", train_runs),
+            )
+        ],
     )
     body = (
         stamp("bench/cold_start.py")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from bench.report import REPORT, ROOT, ratio, stamp, write_section
+from bench.report import REPORT, ROOT, markdown_table, met, ratio, stamp, write_section
 
 TARGET = 1.7
 EPOCHS = 15
@@ -32,14 +32,22 @@ def run_once(processes: int, model: str, batch_size: int, workdir: Path) -> floa
     """Samples/s of one training: median of epochs 2..N of the logged metric."""
     uri = f"sqlite:///{workdir / 'bench.db'}"
     command = [
-        sys.executable, str(ROOT / "pipelines" / "train.py"), *TRAINERS[processes],
-        f"model={model}", f"data.batch_size={batch_size}", f"trainer.max_epochs={EPOCHS}",
+        sys.executable,
+        str(ROOT / "pipelines" / "train.py"),
+        *TRAINERS[processes],
+        f"model={model}",
+        f"data.batch_size={batch_size}",
+        f"trainer.max_epochs={EPOCHS}",
         "trainer.deterministic=false",
-        "test=false", "register=false", "~callbacks.early_stopping",
-        "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false",
-        f"logger.tracking_uri={uri}", f"paths.log_dir={workdir / 'logs'}",
+        "test=false",
+        "register=false",
+        "~callbacks.early_stopping",
+        "~callbacks.rich_progress_bar",
+        "+trainer.enable_progress_bar=false",
+        f"logger.tracking_uri={uri}",
+        f"paths.log_dir={workdir / 'logs'}",
         f"paths.mlflow_artifacts_dir={workdir / 'mlartifacts'}",
-    ]  # fmt: skip
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one torch thread per process
     job = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if job.returncode != 0:
@@ -63,10 +71,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args()
-    lines = [
-        "| batch per process | 1 process samples/s | 2 processes samples/s | speed-up | target |",
-        "|---|---|---|---|---|",
-    ]
+    rows = []
     runs_text = []
     with tempfile.TemporaryDirectory() as workdir:
         for batch_size in args.batch_sizes:
@@ -76,10 +81,14 @@ def main() -> None:
                     rate = run_once(processes, args.model, batch_size, Path(workdir))
                     rates[processes].append(rate)
             one, two = (statistics.median(rates[p]) for p in (1, 2))
-            met = "yes" if two / one >= TARGET else "NO"
-            lines.append(
-                f"| {batch_size} | {one:,.0f} | {two:,.0f} | {ratio(two, one)} | "
-                f">= {TARGET}x: {met} |"
+            rows.append(
+                [
+                    str(batch_size),
+                    f"{one:,.0f}",
+                    f"{two:,.0f}",
+                    ratio(two, one),
+                    f">= {TARGET}x: {met(two / one >= TARGET)}",
+                ]
             )
             runs_text.append(
                 f"batch {batch_size}: 1 process "
@@ -87,7 +96,9 @@ def main() -> None:
                 + "; 2 processes "
                 + ", ".join(f"{r:,.0f}" for r in rates[2])
             )
-    table = "\n".join(lines)
+    header = ["batch per process", "1 process samples/s", "2 processes samples/s", "speed-up",
+              "target"]  # fmt: skip
+    table = markdown_table(header, rows)
     body = (
         stamp("bench/ddp_scaling.py")
         + f" Model `{args.model}`, digits, `trainer=cpu` (1 process) vs `trainer=ddp_cpu` "

@@ -40,3 +40,13 @@ def write_section(name: str, body: str, path: Path = REPORT) -> None:
 
 def ratio(value: float, baseline: float) -> str:
     return f"{value / baseline:.2f}x" if baseline else "n/a"
+
+
+def met(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.loadgen import Load, post_script, run_wrk, wrk_binary
-from bench.report import REPORT, ROOT, ratio, stamp, write_section
+from bench.report import REPORT, ROOT, markdown_table, met, ratio, stamp, write_section
 from tests.servers import free_port, running_server
 
 BIN = Path(sys.executable).parent
@@ -41,12 +41,16 @@ def train_and_deploy(workdir: Path) -> tuple[str, str, str]:
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     overrides = [
-        "model=cnn", "trainer.max_epochs=5", "~callbacks.rich_progress_bar",
-        "+trainer.enable_progress_bar=false", f"logger.tracking_uri={uri}",
-        f"paths.output_dir={workdir / 'run'}", f"paths.mlflow_artifacts_dir={workdir / 'art'}",
+        "model=cnn",
+        "trainer.max_epochs=5",
+        "~callbacks.rich_progress_bar",
+        "+trainer.enable_progress_bar=false",
+        f"logger.tracking_uri={uri}",
+        f"paths.output_dir={workdir / 'run'}",
+        f"paths.mlflow_artifacts_dir={workdir / 'art'}",
         f"paths.bentoml_home={workdir / 'bentoml'}",
         f"paths.bento_build_dir={workdir / 'build'}",
-    ]  # fmt: skip
+    ]
     cfg = compose_config(ROOT / "conf", overrides)
     result = train(cfg)
     deployed = deploy(cfg, result.model_name, result.model_version)
@@ -128,51 +132,52 @@ def median_load(loads: list[Load]) -> Load:
 
 def tables(results: dict[str, dict[str, Load]]) -> str:
     names = list(results)
-    ours, mlflow_serve, bare = (results[n]["single"] for n in names)
-    lines = [
-        f"Single-sample requests, {CONNECTIONS} connections:",
-        "",
-        "| server | req/s | p50 | p99 | requests | errors |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in names:
-        load = results[name]["single"]
-        lines.append(
-            f"| {name} | {load.requests_per_s:,.0f} | {load.p50_ms:.1f} ms | "
-            f"{load.p99_ms:.1f} ms | {load.requests:,} | {load.errors} |"
-        )
-    ours_rate, mlflow_rate, bare_rate = (
-        ours.requests_per_s,
-        mlflow_serve.requests_per_s,
-        bare.requests_per_s,
+    ours, mlflow_serve, bare = (results[n]["single"].requests_per_s for n in names)
+    mine = results[names[0]]["single"]
+    single = markdown_table(
+        ["server", "req/s", "p50", "p99", "requests", "errors"],
+        [
+            [
+                name,
+                f"{load.requests_per_s:,.0f}",
+                f"{load.p50_ms:.1f} ms",
+                f"{load.p99_ms:.1f} ms",
+                f"{load.requests:,}",
+                str(load.errors),
+            ]
+            for name, load in ((n, results[n]["single"]) for n in names)
+        ],
     )
-    checks = [
-        ("req/s vs `mlflow models serve`", ratio(ours_rate, mlflow_rate),
-         f">= {TARGETS['vs_mlflow']}x", ours_rate >= TARGETS["vs_mlflow"] * mlflow_rate),
-        ("req/s vs bare HTTP", ratio(ours_rate, bare_rate),
-         f">= {TARGETS['vs_bare']}x", ours_rate >= TARGETS["vs_bare"] * bare_rate),
-        ("p99 latency", f"{ours.p99_ms:.1f} ms", f"<= {TARGETS['p99_ms']:.0f} ms",
-         ours.p99_ms <= TARGETS["p99_ms"]),
-        ("errors", str(ours.errors), "0", ours.errors == 0),
-    ]  # fmt: skip
-    lines += ["", "| mlops target | measured | target | met |", "|---|---|---|---|"]
-    lines += [
-        f"| {what} | {got} | {want} | {'yes' if ok else 'NO'} |" for what, got, want, ok in checks
-    ]
-    lines += [
-        "",
-        f"Batched requests ({BATCH} samples each), {CONNECTIONS} connections:",
-        "",
-        "| server | req/s | samples/s | p50 | p99 | errors |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in names:
-        load = results[name]["batch"]
-        lines.append(
-            f"| {name} | {load.requests_per_s:,.0f} | {load.requests_per_s * BATCH:,.0f} | "
-            f"{load.p50_ms:.1f} ms | {load.p99_ms:.1f} ms | {load.errors} |"
-        )
-    return "\n".join(lines)
+    checks = markdown_table(
+        ["mlops target", "measured", "target", "met"],
+        [
+            ["req/s vs `mlflow models serve`", ratio(ours, mlflow_serve),
+             f">= {TARGETS['vs_mlflow']}x", met(ours >= TARGETS["vs_mlflow"] * mlflow_serve)],
+            ["req/s vs bare HTTP", ratio(ours, bare),
+             f">= {TARGETS['vs_bare']}x", met(ours >= TARGETS["vs_bare"] * bare)],
+            ["p99 latency", f"{mine.p99_ms:.1f} ms", f"<= {TARGETS['p99_ms']:.0f} ms",
+             met(mine.p99_ms <= TARGETS["p99_ms"])],
+            ["errors", str(mine.errors), "0", met(mine.errors == 0)],
+        ],
+    )  # fmt: skip
+    batched = markdown_table(
+        ["server", "req/s", "samples/s", "p50", "p99", "errors"],
+        [
+            [
+                name,
+                f"{load.requests_per_s:,.0f}",
+                f"{load.requests_per_s * BATCH:,.0f}",
+                f"{load.p50_ms:.1f} ms",
+                f"{load.p99_ms:.1f} ms",
+                str(load.errors),
+            ]
+            for name, load in ((n, results[n]["batch"]) for n in names)
+        ],
+    )
+    return (
+        f"Single-sample requests, {CONNECTIONS} connections:\n\n{single}\n\n{checks}\n\n"
+        f"Batched requests ({BATCH} samples each), {CONNECTIONS} connections:\n\n{batched}"
+    )
 
 
 def main() -> None:

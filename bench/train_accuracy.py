@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import REPORT, ROOT, stamp, write_section
+from bench.report import REPORT, ROOT, markdown_table, met, stamp, write_section
 from mlops.config import compose_config
 from pipelines.train import train
 
@@ -41,17 +41,24 @@ def run_once(model: str, workdir: Path) -> tuple[float, float, int]:
 
 
 def table(rows: list[tuple[str, float, float, int, int]]) -> str:
-    lines = [
-        "| model | test acc | target | wall time (median) | limit | epochs | runs | meets both |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for model, acc, seconds, epochs, runs in rows:
-        ok = acc >= TARGETS[model] and seconds <= TIME_LIMIT_S
-        lines.append(
-            f"| {model} | {acc:.4f} | >= {TARGETS[model]} | {seconds:.1f} s | "
-            f"<= {TIME_LIMIT_S:.0f} s | {epochs} | {runs} | {'yes' if ok else 'NO'} |"
-        )
-    return "\n".join(lines)
+    header = ["model", "test acc", "target", "wall time (median)", "limit", "epochs", "runs",
+              "meets both"]  # fmt: skip
+    return markdown_table(
+        header,
+        [
+            [
+                model,
+                f"{acc:.4f}",
+                f">= {TARGETS[model]}",
+                f"{seconds:.1f} s",
+                f"<= {TIME_LIMIT_S:.0f} s",
+                str(epochs),
+                str(runs),
+                met(acc >= TARGETS[model] and seconds <= TIME_LIMIT_S),
+            ]
+            for model, acc, seconds, epochs, runs in rows
+        ],
+    )
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.report import REPORT, ROOT, ratio, stamp, write_section
+from bench.report import REPORT, ROOT, markdown_table, met, ratio, stamp, write_section
 from mlops import training
 from mlops.config import compose_config
 from pipelines.train import train
@@ -101,17 +101,19 @@ def main() -> None:
                 pipeline.append(pipeline_rate(cfg))
                 raw.append(raw_loop_rate(cfg))
             rows.append((model, statistics.median(pipeline), statistics.median(raw)))
-    lines = [
-        "| model | pipeline samples/s | raw loop samples/s | pipeline / raw | target |",
-        "|---|---|---|---|---|",
-    ]
-    for model, pipeline_median, raw_median in rows:
-        ok = pipeline_median / raw_median >= TARGET
-        lines.append(
-            f"| {model} | {pipeline_median:,.0f} | {raw_median:,.0f} | "
-            f"{ratio(pipeline_median, raw_median)} | >= {TARGET}x: {'yes' if ok else 'NO'} |"
-        )
-    table = "\n".join(lines)
+    table = markdown_table(
+        ["model", "pipeline samples/s", "raw loop samples/s", "pipeline / raw", "target"],
+        [
+            [
+                model,
+                f"{pipeline:,.0f}",
+                f"{raw:,.0f}",
+                ratio(pipeline, raw),
+                f">= {TARGET}x: {met(pipeline / raw >= TARGET)}",
+            ]
+            for model, pipeline, raw in rows
+        ],
+    )
     body = (
         stamp("bench/train_speed.py")
         + f" Digits, batch 64, {torch.get_num_threads()} torch threads, {EPOCHS} epochs; "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,7 @@ def store_creation_lock(tracking_uri: str) -> Iterator[None]:
     schema on connect, and two processes doing it at once (torchrun ranks, two trainings
     on a new project) fail with `duplicate column`."""
     if not tracking_uri.startswith("sqlite:///"):
-        with nullcontext():
-            yield
+        yield
         return
     from filelock import FileLock
 

@@ -30,6 +30,7 @@ from tests.servers import free_port, running_server
 BIN = Path(sys.executable).parent
 CONNECTIONS = 32
 BATCH = 64
+OURS, MLFLOW, BARE = "mlops (BentoML)", "mlflow models serve", "bare HTTP (uvicorn + Starlette)"
 TARGETS = {"vs_mlflow": 5.0, "vs_bare": 0.5, "p99_ms": 20.0}
 
 
@@ -86,19 +87,29 @@ def servers(workdir: Path, tracking_uri: str, model_uri: str, bento_tag: str):
             env={**env, "MLFLOW_TRACKING_URI": tracking_uri},
         )  # fmt: skip
 
-    def bare_server(port: int) -> AbstractContextManager:
-        return running_server(
-            [sys.executable, "-m", "uvicorn", "bench.echo_server:app", "--host", "127.0.0.1",
-             "--port", str(port), "--no-access-log", "--log-level", "warning"],
-            f"http://127.0.0.1:{port}/readyz",
-            workdir / "bare.log",
-            cwd=ROOT,
-        )  # fmt: skip
+    def bare_server(*uvicorn_options: str) -> Callable[[int], AbstractContextManager]:
+        def start(port: int) -> AbstractContextManager:
+            return running_server(
+                [sys.executable, "-m", "uvicorn", "bench.echo_server:app", "--host", "127.0.0.1",
+                 "--port", str(port), "--no-access-log", "--log-level", "warning",
+                 *uvicorn_options],
+                f"http://127.0.0.1:{port}/readyz",
+                workdir / "bare.log",
+                cwd=ROOT,
+            )  # fmt: skip
+
+        return start
 
     return {
-        "mlops (BentoML)": (bentoml_server, "/predict"),
-        "mlflow models serve": (mlflow_server, "/invocations"),
-        "bare HTTP (uvicorn + Starlette)": (bare_server, "/predict"),
+        OURS: (bentoml_server, "/predict"),
+        MLFLOW: (mlflow_server, "/invocations"),
+        # the ceiling: the same uvicorn stack (uvloop + httptools) as the Bento
+        BARE: (bare_server(), "/predict"),
+        # the reference ceiling: uvicorn's pure-Python fallbacks
+        "bare HTTP, pure-Python uvicorn (asyncio + h11)": (
+            bare_server("--loop", "asyncio", "--http", "h11"),
+            "/predict",
+        ),
     }
 
 
@@ -130,22 +141,30 @@ def median_load(loads: list[Load]) -> Load:
     )
 
 
-def tables(results: dict[str, dict[str, Load]]) -> str:
-    names = list(results)
-    ours, mlflow_serve, bare = (results[n]["single"].requests_per_s for n in names)
-    mine = results[names[0]]["single"]
+def spread(loads: list[Load]) -> str:
+    rates = [x.requests_per_s for x in loads]
+    return f"{min(rates):,.0f} to {max(rates):,.0f}"
+
+
+def tables(runs: dict[str, dict[str, list[Load]]]) -> str:
+    results = {
+        name: {kind: median_load(x) for kind, x in kinds.items()} for name, kinds in runs.items()
+    }
+    ours, mlflow_serve, bare = (results[n]["single"].requests_per_s for n in (OURS, MLFLOW, BARE))
+    mine = results[OURS]["single"]
     single = markdown_table(
-        ["server", "req/s", "p50", "p99", "requests", "errors"],
+        ["server", "req/s", "range of runs", "p50", "p99", "requests", "errors"],
         [
             [
                 name,
                 f"{load.requests_per_s:,.0f}",
+                spread(runs[name]["single"]),
                 f"{load.p50_ms:.1f} ms",
                 f"{load.p99_ms:.1f} ms",
                 f"{load.requests:,}",
                 str(load.errors),
             ]
-            for name, load in ((n, results[n]["single"]) for n in names)
+            for name, load in ((n, results[n]["single"]) for n in runs)
         ],
     )
     checks = markdown_table(
@@ -171,7 +190,7 @@ def tables(results: dict[str, dict[str, Load]]) -> str:
                 f"{load.p99_ms:.1f} ms",
                 str(load.errors),
             ]
-            for name, load in ((n, results[n]["batch"]) for n in names)
+            for name, load in ((n, results[n]["batch"]) for n in runs)
         ],
     )
     return (
@@ -183,7 +202,7 @@ def tables(results: dict[str, dict[str, Load]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args()
     wrk_binary()  # fail before training if the load generator is missing
@@ -195,21 +214,20 @@ def main() -> None:
             "single": post_script(workdir / "single.lua", payload(1)),
             "batch": post_script(workdir / "batch.lua", payload(BATCH)),
         }
-        results = {}
+        runs = {}
         for name, (start, path) in servers(workdir, tracking_uri, model_uri, bento_tag).items():
-            loads = measure(start, path, scripts, args.seconds, args.repeats)
-            results[name] = {kind: median_load(runs) for kind, runs in loads.items()}
-            print(name, results[name], flush=True)
+            runs[name] = measure(start, path, scripts, args.seconds, args.repeats)
+            print(name, {kind: median_load(x) for kind, x in runs[name].items()}, flush=True)
     body = (
         stamp("bench/serving.py")
         + f" wrk (1 thread, {CONNECTIONS} connections, {args.seconds} s per run, median of "
         f"{args.repeats} runs after a warm-up; requests and errors summed over runs), the same "
         'JSON body `{"inputs": [...]}` of digits test images to every server, a CNN '
         "trained for 5 epochs, served as deployed by `make deploy` (conf/deploy/default.yaml). "
-        "Load generator and server share the machine's cores.\n\n" + tables(results)
+        "Load generator and server share the machine's cores.\n\n" + tables(runs)
     )
     write_section("serving", body, args.output)
-    print(tables(results))
+    print(tables(runs))
 
 
 if __name__ == "__main__":

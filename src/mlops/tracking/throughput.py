@@ -37,11 +37,16 @@ class TrainingThroughput(L.Callback):
         self._samples += len(batch[1])
         self._last_batch_end = time.perf_counter()
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def epoch_rate(self, trainer: L.Trainer) -> float | None:
+        """The job's training samples/s over the epoch that just ended."""
         seconds = self._last_batch_end - self._epoch_start
         if self._samples == 0 or seconds <= 0:
-            return
+            return None
         # Every rank steps in lockstep over equally sized shards: rank zero's time is the
         # job's time, its sample count times world size is the job's samples.
-        rate = self._samples * trainer.world_size / seconds
-        pl_module.log("train/samples_per_sec", rate, on_epoch=True, rank_zero_only=True)
+        return self._samples * trainer.world_size / seconds
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rate = self.epoch_rate(trainer)
+        if rate is not None:
+            pl_module.log("train/samples_per_sec", rate, on_epoch=True, rank_zero_only=True)

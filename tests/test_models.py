@@ -82,3 +82,16 @@ def test_classifier_builds_optimizer_and_scheduler_from_factories() -> None:
     configured = module.configure_optimizers()
     assert isinstance(configured["optimizer"], torch.optim.SGD)
     assert configured["lr_scheduler"]["interval"] == "epoch"
+
+
+def test_cnn_2d_runs_channels_last_with_the_same_outputs_as_nchw() -> None:
+    import copy
+
+    torch.manual_seed(0)
+    net = CNN((2, 8, 8), 4).eval()
+    assert net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    x = torch.randn(6, 2, 8, 8)
+    with torch.no_grad():
+        expected = nchw.head(nchw.features(x))  # the plain NCHW computation
+        assert torch.allclose(net(x), expected, atol=1e-5)

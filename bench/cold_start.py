@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import REPORT, ROOT, markdown_table, stamp, write_section
+from bench.report import REPORT, ROOT, markdown_table, publish
 from tests.servers import free_port, running_server
 
 
@@ -89,13 +89,11 @@ def main() -> None:
             )
         ],
     )
-    body = (
-        stamp("bench/cold_start.py")
-        + " Wall time from starting the make target; `make train` without the progress "
-        "bar, against a throwaway MLflow store (the first run creates its schema).\n\n" + table
+    method = (
+        "Wall time from starting the make target; `make train` without the progress "
+        "bar, against a throwaway MLflow store (the first run creates its schema)."
     )
-    write_section("cold_start", body, args.output)
-    print(table)
+    publish("cold_start", method, table, args.output)
 
 
 if __name__ == "__main__":

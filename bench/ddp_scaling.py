@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from bench.report import REPORT, ROOT, markdown_table, met, ratio, stamp, write_section
+from bench.report import REPORT, ROOT, markdown_table, met, publish, ratio
 
 TARGET = 1.7
 EPOCHS = 15
@@ -99,16 +99,14 @@ def main() -> None:
     header = ["batch per process", "1 process samples/s", "2 processes samples/s", "speed-up",
               "target"]  # fmt: skip
     table = markdown_table(header, rows)
-    body = (
-        stamp("bench/ddp_scaling.py")
-        + f" Model `{args.model}`, digits, `trainer=cpu` (1 process) vs `trainer=ddp_cpu` "
+    method = (
+        f"Model `{args.model}`, digits, `trainer=cpu` (1 process) vs `trainer=ddp_cpu` "
         "(2 processes, gloo), one torch thread per process (`OMP_NUM_THREADS=1`), "
         f"{EPOCHS} epochs; samples/s is the run's `train/samples_per_sec` (all ranks, "
         f"validation excluded), median of epochs 2..{EPOCHS}, then the median of "
-        f"{args.repeats} interleaved runs. Per run: " + "; ".join(runs_text) + ".\n\n" + table
+        f"{args.repeats} interleaved runs. Per run: " + "; ".join(runs_text) + "."
     )
-    write_section("ddp_scaling", body, args.output)
-    print(table)
+    publish("ddp_scaling", method, table, args.output)
 
 
 if __name__ == "__main__":

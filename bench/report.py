@@ -38,6 +38,13 @@ def write_section(name: str, body: str, path: Path = REPORT) -> None:
     path.write_text(text)
 
 
+def publish(name: str, method: str, tables: str, path: Path = REPORT) -> None:
+    """Write `bench/<name>.py`'s section (the stamp, how it measured, its tables) and print
+    the tables."""
+    write_section(name, f"{stamp(f'bench/{name}.py')} {method}\n\n{tables}", path)
+    print(tables)
+
+
 def ratio(value: float, baseline: float) -> str:
     return f"{value / baseline:.2f}x" if baseline else "n/a"
 

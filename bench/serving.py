@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.loadgen import Load, post_script, run_wrk, wrk_binary
-from bench.report import REPORT, ROOT, markdown_table, met, ratio, stamp, write_section
+from bench.report import REPORT, ROOT, markdown_table, met, publish, ratio
 from tests.servers import free_port, running_server
 
 BIN = Path(sys.executable).parent
@@ -218,16 +218,14 @@ def main() -> None:
         for name, (start, path) in servers(workdir, tracking_uri, model_uri, bento_tag).items():
             runs[name] = measure(start, path, scripts, args.seconds, args.repeats)
             print(name, {kind: median_load(x) for kind, x in runs[name].items()}, flush=True)
-    body = (
-        stamp("bench/serving.py")
-        + f" wrk (1 thread, {CONNECTIONS} connections, {args.seconds} s per run, median of "
+    method = (
+        f"wrk (1 thread, {CONNECTIONS} connections, {args.seconds} s per run, median of "
         f"{args.repeats} runs after a warm-up; requests and errors summed over runs), the same "
         'JSON body `{"inputs": [...]}` of digits test images to every server, a CNN '
         "trained for 5 epochs, served as deployed by `make deploy` (conf/deploy/default.yaml). "
-        "Load generator and server share the machine's cores.\n\n" + tables(runs)
+        "Load generator and server share the machine's cores."
     )
-    write_section("serving", body, args.output)
-    print(tables(runs))
+    publish("serving", method, tables(runs), args.output)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.report import REPORT, ROOT, markdown_table, met, stamp, write_section
+from bench.report import REPORT, ROOT, markdown_table, met, publish
 from mlops.config import compose_config
 from pipelines.train import train
 
@@ -75,13 +75,11 @@ def main() -> None:
             rows.append(
                 (model, runs[0][0], statistics.median(s for _, s, _ in runs), runs[0][2], len(runs))
             )
-    body = (
-        stamp("bench/train_accuracy.py") + " Default configs, digits test split (270 images); "
-        "wall time is the whole pipeline in-process: data, fit, test, MLflow logging "
-        "and registration.\n\n" + table(rows)
+    method = (
+        "Default configs, digits test split (270 images); wall time is the whole pipeline "
+        "in-process: data, fit, test, MLflow logging and registration."
     )
-    write_section("train_accuracy", body, args.output)
-    print(table(rows))
+    publish("train_accuracy", method, table(rows), args.output)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from bench.raw_loop import EpochRates, MinimalLightningModule, RawLoopTwin
-from bench.report import REPORT, ROOT, markdown_table, met, stamp, write_section
+from bench.report import REPORT, ROOT, markdown_table, met, publish
 from mlops import training
 from mlops.config import compose_config
 from pipelines.train import train
@@ -137,17 +137,15 @@ def main() -> None:
             for model, pipeline, raw, paired, reference in rows
         ],
     )
-    body = (
-        stamp("bench/train_speed.py")
-        + f" Digits, batch 64, {torch.get_num_threads()} torch threads, {EPOCHS} epochs per "
+    method = (
+        f"Digits, batch 64, {torch.get_num_threads()} torch threads, {EPOCHS} epochs per "
         f"run, {args.repeats} runs per model. Samples/s columns: medians over epochs 2..N of "
         "all runs; pipeline / raw: median over those epochs of each pipeline epoch's rate "
         "divided by the raw epoch that followed it. The last column runs the same training "
         "through the smallest LightningModule (loss only, no metrics, logging or "
-        "validation; `bench/raw_loop.py`): Lightning's own per-step cost.\n\n" + table
+        "validation; `bench/raw_loop.py`): Lightning's own per-step cost."
     )
-    write_section("train_speed", body, args.output)
-    print(table)
+    publish("train_speed", method, table, args.output)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ class ClassificationScores(Metric):
 
     full_state_update = False
     is_differentiable = False
-    higher_is_better = True
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()

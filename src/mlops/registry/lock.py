@@ -32,7 +32,9 @@ def _try_acquire(client: MlflowClient, name: str) -> bool:
             description="Held while mlops moves this model's aliases; released automatically.",
         )
     except MlflowException as error:
-        if error.error_code == "RESOURCE_ALREADY_EXISTS":
+        # RESOURCE_DOES_NOT_EXIST: the insert collided with the holder's lock, which the
+        # holder released before the store looked it up to report the collision.
+        if error.error_code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
             return False
         raise
     return True

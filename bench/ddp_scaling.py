@@ -5,12 +5,14 @@ one torch thread each, same model, data and per-process batch size.
 
 Each run is the real `pipelines/train.py` (as `make train` starts it) against a throwaway
 store; the figure is the pipeline's own `train/samples_per_sec` metric (all ranks, validation
-excluded), median over the epochs after the first.
+excluded), median over the epochs after the first. Interleaved with it, the same training
+in plain PyTorch DDP (`bench/raw_ddp.py`) shows what this machine and gloo allow at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -49,7 +51,7 @@ def run_once(processes: int, model: str, batch_size: int, workdir: Path) -> floa
         f"paths.mlflow_artifacts_dir={workdir / 'mlartifacts'}",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one torch thread per process
-    job = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    job = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if job.returncode != 0:
         raise RuntimeError(f"training failed:\n{job.stdout[-2000:]}\n{job.stderr[-2000:]}")
     client = MlflowClient(uri)
@@ -64,6 +66,20 @@ def run_once(processes: int, model: str, batch_size: int, workdir: Path) -> floa
     return statistics.median(m.value for m in history[1:])
 
 
+def run_raw_once(processes: int, batch_size: int) -> float:
+    """Samples/s of the plain PyTorch DDP reference (median of its epochs 2..N)."""
+    script = [str(ROOT / "bench" / "raw_ddp.py"), str(batch_size)]
+    launcher = [str(Path(sys.executable).parent / "torchrun"), "--standalone",
+                f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    job = subprocess.run(
+        [*launcher, *script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    if job.returncode != 0:
+        raise RuntimeError(f"raw DDP failed:\n{job.stdout[-2000:]}\n{job.stderr[-2000:]}")
+    return json.loads(job.stdout.strip().splitlines()[-1])["samples_per_sec"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
@@ -76,35 +92,49 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         for batch_size in args.batch_sizes:
             rates: dict[int, list[float]] = {1: [], 2: []}
-            for _ in range(args.repeats):  # interleaved, so drift hits both alike
+            raw: dict[int, list[float]] = {1: [], 2: []}
+            for _ in range(args.repeats):  # interleaved, so drift hits all alike
                 for processes in rates:
                     rate = run_once(processes, args.model, batch_size, Path(workdir))
                     rates[processes].append(rate)
+                    if args.model == "cnn":  # the reference trains the CNN only
+                        raw[processes].append(run_raw_once(processes, batch_size))
             one, two = (statistics.median(rates[p]) for p in (1, 2))
-            rows.append(
-                [
-                    str(batch_size),
-                    f"{one:,.0f}",
-                    f"{two:,.0f}",
-                    ratio(two, one),
-                    f">= {TARGET}x: {met(two / one >= TARGET)}",
-                ]
-            )
+            row = [str(batch_size), f"{one:,.0f}", f"{two:,.0f}", ratio(two, one),
+                   f">= {TARGET}x: {met(two / one >= TARGET)}"]  # fmt: skip
+            if raw[1]:
+                raw_one, raw_two = (statistics.median(raw[p]) for p in (1, 2))
+                row += [f"{raw_one:,.0f}", f"{raw_two:,.0f}", ratio(raw_two, raw_one)]
+            rows.append(row)
             runs_text.append(
                 f"batch {batch_size}: 1 process "
                 + ", ".join(f"{r:,.0f}" for r in rates[1])
                 + "; 2 processes "
                 + ", ".join(f"{r:,.0f}" for r in rates[2])
-            )
-    header = ["batch per process", "1 process samples/s", "2 processes samples/s", "speed-up",
-              "target"]  # fmt: skip
+                + "".join(f"; plain DDP {p} process(es) " + ", ".join(f"{r:,.0f}" for r in raw[p])
+                          for p in raw if raw[p])
+            )  # fmt: skip
+    header = [
+        "batch per process",
+        "1 process samples/s",
+        "2 processes samples/s",
+        "speed-up",
+        "target",
+        "plain DDP 1 process",
+        "plain DDP 2 processes",
+        "plain DDP speed-up",
+    ]
+    header = header[: len(rows[0])]  # no plain-DDP columns for other models
     table = markdown_table(header, rows)
     method = (
         f"Model `{args.model}`, digits, `trainer=cpu` (1 process) vs `trainer=ddp_cpu` "
         "(2 processes, gloo), one torch thread per process (`OMP_NUM_THREADS=1`), "
         f"{EPOCHS} epochs; samples/s is the run's `train/samples_per_sec` (all ranks, "
         f"validation excluded), median of epochs 2..{EPOCHS}, then the median of "
-        f"{args.repeats} interleaved runs. Per run: " + "; ".join(runs_text) + "."
+        f"{args.repeats} interleaved runs. Per run: " + "; ".join(runs_text) + ". Plain DDP: "
+        "the same network, split and batch in a textbook PyTorch DDP loop (`bench/raw_ddp.py`, "
+        "gloo, `torchrun`; no Lightning, no MLflow), run after each pipeline run, median "
+        "of the same epochs and runs."
     )
     publish("ddp_scaling", method, table, args.output)
 

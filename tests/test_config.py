@@ -31,6 +31,7 @@ def test_defaults_are_digits_cnn_on_cpu() -> None:
         "rich_progress_bar",
         "lr_monitor",
         "throughput",
+        "gloo_polling_priority",
     }
 
 

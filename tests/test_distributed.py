@@ -66,6 +66,7 @@ def test_ddp_cpu_job_is_one_run_and_one_version(
     job = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in job.stdout + job.stderr, "did not run 2 processes"
+    assert "per process set to SCHED_IDLE" in job.stdout + job.stderr  # gloo_polling.py
     assert job.stdout.count("registered digits-mlp version") == 1  # rank zero reports
 
     client = MlflowClient(uri)

@@ -78,9 +78,10 @@ def check_launch(cfg: DictConfig) -> None:
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun and cfg.trainer.get("strategy") == "ddp":
+        spawn = "ddp_spawn_cpu" if cfg.trainer.get("accelerator") == "cpu" else "ddp_spawn"
         raise LaunchError(
             "trainer.strategy=ddp cannot run under Hydra multirun (-m): every DDP process "
-            "would re-launch the sweep; use trainer=ddp_spawn_cpu (or trainer.strategy=ddp_spawn)"
+            f"would re-launch the sweep; use trainer={spawn} (or trainer.strategy=ddp_spawn)"
         )
 
 

@@ -1,5 +1,6 @@
 """Benchmark: training samples/s of the pipeline with 1 and with 2 CPU processes (DDP, gloo),
-one torch thread each, same model, data and per-process batch size.
+one torch thread each, same model, data and per-process batch size (the default CNN, and
+one with 4x the compute per sample).
 
     python -m bench.ddp_scaling       # writes the "DDP scaling" section of docs/benchmarks.md
 
@@ -18,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -27,18 +29,37 @@ from bench.report import REPORT, ROOT, markdown_table, met, publish, ratio
 TARGET = 1.7
 EPOCHS = 15
 TRAINERS = {1: ["trainer=cpu"], 2: ["trainer=ddp_cpu", "trainer.devices=2"]}
-BATCH_SIZES = (64, 256)
 
 
-def run_once(processes: int, model: str, batch_size: int, workdir: Path) -> float:
+@dataclass(frozen=True)
+class Case:
+    """One row: a CNN (its conv channels) and a per-process batch size."""
+
+    channels: tuple[int, ...]
+    batch_size: int
+
+    @property
+    def label(self) -> str:
+        default = self.channels == DEFAULT_CHANNELS
+        return f"cnn {list(self.channels)}" + (" (default)" if default else "")
+
+
+DEFAULT_CHANNELS = (32, 64)  # conf/model/cnn.yaml
+# The default CNN at two batch sizes, and one with 4x the compute per sample: DDP on CPU
+# pays off as a step's compute grows against the fixed cost of its collectives.
+CASES = (Case(DEFAULT_CHANNELS, 64), Case(DEFAULT_CHANNELS, 256), Case((64, 128), 256))
+
+
+def run_once(processes: int, case: Case, workdir: Path) -> float:
     """Samples/s of one training: median of epochs 2..N of the logged metric."""
     uri = f"sqlite:///{workdir / 'bench.db'}"
     command = [
         sys.executable,
         str(ROOT / "pipelines" / "train.py"),
         *TRAINERS[processes],
-        f"model={model}",
-        f"data.batch_size={batch_size}",
+        "model=cnn",
+        f"model.channels=[{','.join(map(str, case.channels))}]",
+        f"data.batch_size={case.batch_size}",
         f"trainer.max_epochs={EPOCHS}",
         "trainer.deterministic=false",
         "test=false",
@@ -66,9 +87,14 @@ def run_once(processes: int, model: str, batch_size: int, workdir: Path) -> floa
     return statistics.median(m.value for m in history[1:])
 
 
-def run_raw_once(processes: int, batch_size: int) -> float:
+def run_raw_once(processes: int, case: Case) -> float:
     """Samples/s of the plain PyTorch DDP reference (median of its epochs 2..N)."""
-    script = [str(ROOT / "bench" / "raw_ddp.py"), str(batch_size)]
+    script = [
+        str(ROOT / "bench" / "raw_ddp.py"),
+        str(case.batch_size),
+        ",".join(map(str, case.channels)),
+        str(EPOCHS),
+    ]
     launcher = [str(Path(sys.executable).parent / "torchrun"), "--standalone",
                 f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -80,61 +106,51 @@ def run_raw_once(processes: int, batch_size: int) -> float:
     return json.loads(job.stdout.strip().splitlines()[-1])["samples_per_sec"]
 
 
+def listed(rates: list[float]) -> str:
+    return ", ".join(f"{r:,.0f}" for r in rates)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", default="cnn")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args()
     rows = []
     runs_text = []
     with tempfile.TemporaryDirectory() as workdir:
-        for batch_size in args.batch_sizes:
-            rates: dict[int, list[float]] = {1: [], 2: []}
-            raw: dict[int, list[float]] = {1: [], 2: []}
+        for case in CASES:
+            ours: dict[int, list[float]] = {1: [], 2: []}
+            plain: dict[int, list[float]] = {1: [], 2: []}
             for _ in range(args.repeats):  # interleaved, so drift hits all alike
-                for processes in rates:
-                    rate = run_once(processes, args.model, batch_size, Path(workdir))
-                    rates[processes].append(rate)
-                    if args.model == "cnn":  # the reference trains the CNN only
-                        raw[processes].append(run_raw_once(processes, batch_size))
-            one, two = (statistics.median(rates[p]) for p in (1, 2))
-            row = [str(batch_size), f"{one:,.0f}", f"{two:,.0f}", ratio(two, one),
-                   f">= {TARGET}x: {met(two / one >= TARGET)}"]  # fmt: skip
-            if raw[1]:
-                raw_one, raw_two = (statistics.median(raw[p]) for p in (1, 2))
-                row += [f"{raw_one:,.0f}", f"{raw_two:,.0f}", ratio(raw_two, raw_one)]
-            rows.append(row)
+                for processes in (1, 2):
+                    ours[processes].append(run_once(processes, case, Path(workdir)))
+                    plain[processes].append(run_raw_once(processes, case))
+            one, two = (statistics.median(ours[p]) for p in (1, 2))
+            plain_one, plain_two = (statistics.median(plain[p]) for p in (1, 2))
+            rows.append([
+                case.label, str(case.batch_size), f"{one:,.0f}", f"{two:,.0f}", ratio(two, one),
+                f">= {TARGET}x: {met(two / one >= TARGET)}",
+                f"{plain_one:,.0f}", f"{plain_two:,.0f}", ratio(plain_two, plain_one),
+            ])  # fmt: skip
             runs_text.append(
-                f"batch {batch_size}: 1 process "
-                + ", ".join(f"{r:,.0f}" for r in rates[1])
-                + "; 2 processes "
-                + ", ".join(f"{r:,.0f}" for r in rates[2])
-                + "".join(f"; plain DDP {p} process(es) " + ", ".join(f"{r:,.0f}" for r in raw[p])
-                          for p in raw if raw[p])
-            )  # fmt: skip
-    header = [
-        "batch per process",
-        "1 process samples/s",
-        "2 processes samples/s",
-        "speed-up",
-        "target",
-        "plain DDP 1 process",
-        "plain DDP 2 processes",
-        "plain DDP speed-up",
-    ]
-    header = header[: len(rows[0])]  # no plain-DDP columns for other models
+                f"{case.label}, batch {case.batch_size}: 1 process {listed(ours[1])}; "
+                f"2 processes {listed(ours[2])}; plain DDP 1 process {listed(plain[1])}; "
+                f"2 processes {listed(plain[2])}"
+            )
+    header = ["model", "batch per process", "1 process samples/s", "2 processes samples/s",
+              "speed-up", "target", "plain DDP 1 process", "plain DDP 2 processes",
+              "plain DDP speed-up"]  # fmt: skip
     table = markdown_table(header, rows)
     method = (
-        f"Model `{args.model}`, digits, `trainer=cpu` (1 process) vs `trainer=ddp_cpu` "
-        "(2 processes, gloo), one torch thread per process (`OMP_NUM_THREADS=1`), "
-        f"{EPOCHS} epochs; samples/s is the run's `train/samples_per_sec` (all ranks, "
-        f"validation excluded), median of epochs 2..{EPOCHS}, then the median of "
-        f"{args.repeats} interleaved runs. Per run: " + "; ".join(runs_text) + ". Plain DDP: "
-        "the same network, split and batch in a textbook PyTorch DDP loop (`bench/raw_ddp.py`, "
-        "gloo, `torchrun`; no Lightning, no MLflow), run after each pipeline run, median "
-        "of the same epochs and runs."
+        "Digits, `trainer=cpu` (1 process) vs `trainer=ddp_cpu` (2 processes, gloo), one torch "
+        f"thread per process (`OMP_NUM_THREADS=1`), {EPOCHS} epochs; samples/s is the run's "
+        "`train/samples_per_sec` (all ranks, validation excluded), median of epochs "
+        f"2..{EPOCHS}, then the median of {args.repeats} interleaved runs. Plain DDP: the same "
+        "network, split and batch in a textbook PyTorch DDP loop (`bench/raw_ddp.py`, gloo, "
+        "`torchrun`; no Lightning, no MLflow), run after each pipeline run, median of the "
+        "same epochs and runs. The model column gives the CNN's conv channels. Per run: "
+        + "; ".join(runs_text)
+        + "."
     )
     publish("ddp_scaling", method, table, args.output)
 

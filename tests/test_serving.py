@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from mlops.errors import RegistryError
+from mlops.errors import DeployError, RegistryError
 from mlops.serving.deploy import deploy
 from pipelines.train import train
 from tests.servers import free_port
@@ -181,3 +181,31 @@ def test_deploying_an_unknown_model_version_or_alias_builds_nothing(
             deploy(cfg, model, ref)
     assert {str(b.tag) for b in bentoml.bentos.list()} == before
     assert str(MlflowClient(tracking_uri).get_registered_model(name).aliases["champion"]) == "1"
+
+
+class Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return np.zeros((len(model_input), 10))
+
+
+def test_deploying_a_version_the_service_cannot_serve_builds_nothing(
+    make_cfg, tracking_uri: str
+) -> None:
+    """A pyfunc-only model, and a PyTorch model without the signature that gives the
+    service its input shape: refused with the reason, before anything is imported."""
+    import torch
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="model", python_model=Constant(),
+                                registered_model_name="not-pytorch")  # fmt: skip
+        mlflow.pytorch.log_model(torch.nn.Linear(64, 10), name="net",
+                                 serialization_format="pickle",
+                                 registered_model_name="no-signature")  # fmt: skip
+    before = {str(b.tag) for b in bentoml.bentos.list()}
+    models_before = {str(m.tag) for m in bentoml.models.list()}
+    for name, message in [("not-pytorch", "not 'pytorch'"), ("no-signature", "signature")]:
+        with pytest.raises(DeployError, match=message):
+            deploy(make_cfg(), name, "1")
+    assert {str(b.tag) for b in bentoml.bentos.list()} == before
+    assert {str(m.tag) for m in bentoml.models.list()} == models_before

@@ -19,3 +19,7 @@ class RegistryError(MlopsError, LookupError):
 
 class LaunchError(MlopsError, RuntimeError):
     """The trainer config cannot run the way the job was launched."""
+
+
+class DeployError(MlopsError, ValueError):
+    """A registered version that the service cannot serve."""

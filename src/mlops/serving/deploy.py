@@ -14,6 +14,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
+from mlops.errors import DeployError
 from mlops.registry.aliases import ensure_reachable, resolve_version
 from mlops.serving.deployment import Deployment
 
@@ -38,9 +39,22 @@ def use_project_bentoml_home(cfg: DictConfig) -> Path:
 
 
 def _signature_shapes(model_uri: str) -> tuple[tuple[int, ...], int]:
+    """Sample shape and class count of a servable version: a PyTorch model with a signature,
+    as `make train` logs it."""
     import mlflow
 
-    signature = mlflow.models.get_model_info(model_uri).signature
+    info = mlflow.models.get_model_info(model_uri)
+    if "pytorch" not in info.flavors:
+        raise DeployError(
+            f"{model_uri} has flavors {sorted(info.flavors)}, not 'pytorch'; the service "
+            "serves PyTorch classifiers as `make train` logs them: deploy one of those"
+        )
+    signature = info.signature
+    if signature is None:
+        raise DeployError(
+            f"{model_uri} was logged without a signature, which gives the service its input "
+            "shape; log it with `signature=` (as `make train` does)"
+        )
     inputs = tuple(int(d) for d in signature.inputs.inputs[0].shape)
     outputs = tuple(int(d) for d in signature.outputs.inputs[0].shape)
     return inputs[1:], outputs[-1]

@@ -183,17 +183,16 @@ def test_deploying_an_unknown_model_version_or_alias_builds_nothing(
     assert str(MlflowClient(tracking_uri).get_registered_model(name).aliases["champion"]) == "1"
 
 
-class Constant(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        return np.zeros((len(model_input), 10))
-
-
 def test_deploying_a_version_the_service_cannot_serve_builds_nothing(
     make_cfg, tracking_uri: str
 ) -> None:
     """A pyfunc-only model, and a PyTorch model without the signature that gives the
     service its input shape: refused with the reason, before anything is imported."""
     import torch
+
+    class Constant(mlflow.pyfunc.PythonModel):  # a valid pyfunc model, no pytorch flavor
+        def predict(self, context, model_input, params=None):
+            return np.zeros((len(model_input), 10))
 
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run():

@@ -25,6 +25,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from bench.report import REPORT, ROOT, markdown_table, met, publish, ratio
+from mlops.config import compose_config
 
 TARGET = 1.7
 EPOCHS = 15
@@ -44,7 +45,7 @@ class Case:
         return f"cnn {list(self.channels)}" + (" (default)" if default else "")
 
 
-DEFAULT_CHANNELS = (32, 64)  # conf/model/cnn.yaml
+DEFAULT_CHANNELS = tuple(compose_config(ROOT / "conf", ["model=cnn"]).model.channels)
 # The default CNN at two batch sizes, and one with 4x the compute per sample: DDP on CPU
 # pays off as a step's compute grows against the fixed cost of its collectives.
 CASES = (Case(DEFAULT_CHANNELS, 64), Case(DEFAULT_CHANNELS, 256), Case((64, 128), 256))

@@ -12,7 +12,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import torch
 import torch.distributed as dist
@@ -20,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from bench.raw_loop import textbook_epoch
 from bench.report import ROOT
 from mlops.data.files import FilesDataModule
 from mlops.models.cnn import CNN
@@ -44,13 +44,7 @@ def epoch_rates(
     for epoch in range(epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
-        samples, start = 0, time.perf_counter()
-        for x, y in loader:
-            optimizer.zero_grad()
-            loss_fn(model(x), y).backward()
-            optimizer.step()
-            samples += len(y)
-        rates.append(samples * world_size / (time.perf_counter() - start))
+        rates.append(textbook_epoch(model, loader, optimizer, loss_fn) * world_size)
     return rates
 
 

@@ -6,14 +6,31 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterable
 
 import lightning as L
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mlops.models.classifier import OptimizerFactory, SchedulerFactory
+from mlops.models.classifier import OptimizerFactory, SchedulerFactory, optimizers_config
 from mlops.tracking.throughput import TrainingThroughput
+
+
+def textbook_epoch(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+) -> float:
+    """One epoch of the hand-written loop; returns this process's samples/s."""
+    samples, start = 0, time.perf_counter()
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+        samples += len(y)
+    return samples / (time.perf_counter() - start)
 
 
 class RawLoopTwin(L.Callback):
@@ -40,14 +57,7 @@ class RawLoopTwin(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.net.train()
-        samples, start = 0, time.perf_counter()
-        for x, y in self.loader:
-            self.optimizer.zero_grad()
-            loss = self.loss_fn(self.net(x), y)
-            loss.backward()
-            self.optimizer.step()
-            samples += len(y)
-        self.rates.append(samples / (time.perf_counter() - start))
+        self.rates.append(textbook_epoch(self.net, self.loader, self.optimizer, self.loss_fn))
         if self.scheduler is not None:
             self.scheduler.step()
 
@@ -72,11 +82,7 @@ class MinimalLightningModule(L.LightningModule):
         return self.loss(self.net(x), y)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizers_config(self, self.optimizer_factory, self.scheduler_factory)
 
 
 class EpochRates(TrainingThroughput):

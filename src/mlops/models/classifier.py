@@ -92,11 +92,20 @@ class Classifier(L.LightningModule):
         self.test_confusion_matrix = self._log_epoch("test")["confusion"].cpu()
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+        return optimizers_config(self, self.optimizer_factory, self.scheduler_factory)
+
+
+def optimizers_config(
+    module: nn.Module,
+    optimizer_factory: OptimizerFactory,
+    scheduler_factory: SchedulerFactory | None,
+):
+    """`configure_optimizers`' answer: the optimizer over the module's parameters, and the
+    scheduler stepped once per epoch when there is one."""
+    optimizer = optimizer_factory(params=module.parameters())
+    if scheduler_factory is None:
+        return optimizer
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler_factory(optimizer), "interval": "epoch"},
+    }

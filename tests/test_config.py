@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError
 
+from mlops.distributed.strategy import EvalBufferSyncDDPStrategy
+from mlops.training import reruns_script_per_process
 from tests.conftest import CONFIG_DIR, ROOT, compose_config
 
 GROUP_OPTIONS = {
@@ -46,6 +49,25 @@ def test_every_model_instantiates_for_digits(model: str) -> None:
 def test_every_trainer_composes(trainer: str) -> None:
     cfg = compose_config([f"trainer={trainer}"])
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reruns"),
+    [
+        (["trainer=ddp_cpu"], True),
+        (["trainer=ddp"], True),
+        (["trainer=ddp_cpu", "trainer.strategy=ddp"], True),
+        (["trainer=ddp_spawn_cpu"], False),
+        (["trainer=ddp_spawn"], False),
+        (["trainer=cpu"], False),
+    ],
+)
+def test_ddp_presets_say_how_they_start_processes(overrides: list[str], reruns: bool) -> None:
+    """What `check_launch` refuses under multirun: a start that re-runs the script."""
+    strategy = compose_config(overrides).trainer.get("strategy")
+    assert reruns_script_per_process(strategy) is reruns
+    if isinstance(strategy, DictConfig):  # the DDP presets build a real strategy
+        assert isinstance(instantiate(strategy), EvalBufferSyncDDPStrategy)
 
 
 @pytest.mark.parametrize("experiment", GROUP_OPTIONS["experiment"])

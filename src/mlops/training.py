@@ -72,17 +72,27 @@ def hydra_overrides() -> list[str]:
 
 
 def check_launch(cfg: DictConfig) -> None:
-    """`strategy: ddp` re-runs the script once per extra process; under Hydra multirun each
-    copy would start the whole sweep again. Fail before anything is created."""
+    """DDP's `popen` start re-runs the script once per extra process; under Hydra multirun
+    each copy would start the whole sweep again. Fail before anything is created."""
     from hydra.types import RunMode
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun and cfg.trainer.get("strategy") == "ddp":
+    if multirun and reruns_script_per_process(cfg.trainer.get("strategy")):
         spawn = "ddp_spawn_cpu" if cfg.trainer.get("accelerator") == "cpu" else "ddp_spawn"
         raise LaunchError(
-            "trainer.strategy=ddp cannot run under Hydra multirun (-m): every DDP process "
-            f"would re-launch the sweep; use trainer={spawn} (or trainer.strategy=ddp_spawn)"
+            "DDP that re-runs the script per process (trainer.strategy=ddp, or "
+            "trainer.strategy.start_method=popen) cannot run under Hydra multirun (-m): every "
+            f"process would re-launch the sweep; use trainer={spawn}"
         )
+
+
+def reruns_script_per_process(strategy: object) -> bool:
+    """Lightning's name `ddp`, or a DDP strategy config whose `start_method` is `popen`
+    (DDPStrategy's default)."""
+    if isinstance(strategy, DictConfig):
+        is_ddp = str(strategy.get("_target_", "")).endswith("DDPStrategy")
+        return is_ddp and strategy.get("start_method", "popen") == "popen"
+    return strategy == "ddp"
 
 
 def build_trainer(cfg: DictConfig, logger: MLFlowLogger) -> L.Trainer:

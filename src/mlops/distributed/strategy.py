@@ -14,8 +14,10 @@ validation, test and prediction instead, so every rank evaluates the model rank 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -42,8 +44,15 @@ class EvalBufferSyncDDPStrategy(DDPStrategy):
         self.broadcast_buffers_from_rank_zero()
 
     def broadcast_buffers_from_rank_zero(self) -> None:
-        """In place, on every rank: a few small tensors once per evaluation, not per step."""
+        """In place, on every rank; one broadcast per buffer dtype, not one per buffer."""
         if self.world_size < 2 or not dist.is_initialized():
             return
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = defaultdict(list)
         for buffer in self.lightning_module.buffers():
-            dist.broadcast(buffer, src=0)
+            by_dtype[buffer.dtype].append(buffer)
+        for buffers in by_dtype.values():
+            flat = torch.cat([buffer.reshape(-1) for buffer in buffers])
+            dist.broadcast(flat, src=0)
+            sizes = [buffer.numel() for buffer in buffers]
+            for buffer, values in zip(buffers, flat.split(sizes), strict=True):
+                buffer.copy_(values.view_as(buffer))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MaxMetric
 
@@ -16,6 +18,16 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 
 
 STAGES = ("train", "val", "test")
+
+# Every value this module logs comes from a torchmetrics `compute()`, already reduced over
+# DDP ranks (and `train/samples_per_sec` is rank zero's by design). `sync_dist=True` would
+# reduce each again, a barrier and an all-reduce per value per epoch: 140 collectives,
+# about 90 ms, in a 10-epoch 2-process CPU job (measured). So Lightning's reminder to use
+# it is silenced, for these keys only.
+UNSYNCED_EPOCH_METRIC_WARNING = r"It is recommended to use `self\.log\('(train|val|test)/"
+warnings.filterwarnings(
+    "ignore", message=UNSYNCED_EPOCH_METRIC_WARNING, category=PossibleUserWarning
+)
 
 
 class Classifier(L.LightningModule):
@@ -62,11 +74,8 @@ class Classifier(L.LightningModule):
         values = scores.compute()
         scores.reset()
         if not self.trainer.sanity_checking:
-            # Already equal on every rank; sync_dist only keeps Lightning's DDP check quiet.
-            self.log_dict(
-                {f"{stage}/{name}": values[name] for name in ("loss", "acc", "f1")},
-                sync_dist=True,
-            )
+            # Already equal on every rank: no sync_dist (see UNSYNCED_EPOCH_METRIC_WARNING).
+            self.log_dict({f"{stage}/{name}": values[name] for name in ("loss", "acc", "f1")})
         return values
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -83,7 +92,7 @@ class Classifier(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.val_acc_best.update(values["acc"])
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+        self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")

@@ -25,13 +25,16 @@ LOOP_THREAD_NAME = "gloo_tcp_loop"
 
 
 def deprioritize_gloo_polling() -> int:
-    """Put this process's gloo receive threads under SCHED_IDLE; returns how many."""
+    """Put this process's gloo receive threads under SCHED_IDLE; returns how many it moved
+    (0 when they already are: `setup` runs again for the test stage)."""
     if not hasattr(os, "SCHED_IDLE"):  # not Linux: the scheduler class does not exist
         return 0
     changed = 0
     for task in Path("/proc/self/task").iterdir():
         try:
             if (task / "comm").read_text().strip() != LOOP_THREAD_NAME:
+                continue
+            if os.sched_getscheduler(int(task.name)) == os.SCHED_IDLE:
                 continue
             os.sched_setscheduler(int(task.name), os.SCHED_IDLE, os.sched_param(0))
         except (FileNotFoundError, ProcessLookupError, PermissionError):

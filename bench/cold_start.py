@@ -1,6 +1,6 @@
 """Benchmark: how long a user waits. `make serve` until /readyz answers 200, and a whole
-`make train` of the default config (interpreter start, imports, data check, training,
-test, logging, registration, gate).
+`make train` of the default config (interpreter start, imports, training, test, logging,
+registration, gate; the data is already prepared, as for every `make train` but the first).
 
     python -m bench.cold_start        # writes the "Cold start" section of docs/benchmarks.md
 

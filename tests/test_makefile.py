@@ -1,0 +1,66 @@
+"""The Makefile's dependency graph, run by real `make` in a scratch copy of the project
+where `.venv/bin/mlops` and `.venv/bin/python` are scripts that only record their calls."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDER = """#!/bin/sh
+echo "$(basename "$0") $*" >> calls.log
+if [ "$1 $2" = "data prepare" ]; then
+    mkdir -p data/digits && echo bytes > data/digits/digits.npz
+fi
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "data.dvc").write_text("outs: []\n")
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for tool in ("mlops", "python"):
+        (bin_dir / tool).write_text(RECORDER)
+        (bin_dir / tool).chmod(0o755)
+    (tmp_path / ".venv" / ".installed").touch()
+    set_age(tmp_path / "pyproject.toml", 300)
+    set_age(tmp_path / "data.dvc", 200)
+    set_age(tmp_path / ".venv" / ".installed", 100)
+    return tmp_path
+
+
+def set_age(path: Path, seconds_ago: int) -> None:
+    stamp = path.stat().st_mtime - seconds_ago if path.exists() else 0
+    os.utime(path, (stamp, stamp))
+
+
+def make(project: Path, target: str) -> list[str]:
+    """The recorded calls of one `make TARGET`."""
+    log = project / "calls.log"
+    log.unlink(missing_ok=True)
+    subprocess.run(["make", "-s", target], cwd=project, check=True, capture_output=True)
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_train_prepares_data_only_when_missing_or_outdated(project: Path) -> None:
+    assert make(project, "train") == ["mlops data prepare", "python pipelines/train.py"]
+    assert make(project, "train") == ["python pipelines/train.py"]
+    assert make(project, "evaluate")[0].startswith("mlops evaluate")
+
+    (project / "data.dvc").touch()  # a new pin (git checkout, dvc add)
+    set_age(project / "data" / "digits" / "digits.npz", 10)
+    assert make(project, "train") == ["mlops data prepare", "python pipelines/train.py"]
+
+
+def test_make_data_always_checks(project: Path) -> None:
+    make(project, "train")
+    assert make(project, "data") == ["mlops data prepare"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,17 @@ def test_pin_check_reports_changed_data_and_keeps_the_pin(tmp_path: Path) -> Non
     assert check.pinned_md5 != check.workspace_md5
     assert dvc_file.read_text() == pinned
     assert "dvc add data" in check.describe(dvc_file)
+
+
+@pytest.mark.parametrize("data", ["pinned", "changed"])
+def test_pin_check_leaves_the_pin_older_than_the_data(tmp_path: Path, data: str) -> None:
+    """`make` prepares the data again whenever data.dvc is newer than the data file."""
+    dvc_file = dvc_project(tmp_path)
+    os.utime(dvc_file, ns=(1_000_000_000, 1_000_000_000))
+    (tmp_path / "data" / "a.txt").write_text(data)
+    check_against_pin(dvc_file)
+    assert dvc_file.stat().st_mtime_ns == 1_000_000_000
+    assert dvc_file.stat().st_mtime < (tmp_path / "data" / "a.txt").stat().st_mtime
 
 
 def test_dvc_remote_is_a_local_directory() -> None:

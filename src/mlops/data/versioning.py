@@ -9,6 +9,7 @@ it changed, the pin is restored and the mismatch reported, never silently re-pin
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,15 +33,18 @@ class PinCheck:
 
 
 def check_against_pin(dvc_file: Path) -> PinCheck:
-    """Hash the tracked data with `dvc commit`, keeping data.dvc as it was."""
+    """Hash the tracked data with `dvc commit`, keeping data.dvc as it was, modification
+    time included: `dvc commit` rewrites the file even when nothing changed, and a newer
+    data.dvc tells `make` that the data needs preparing again."""
     from dvc.repo import Repo
 
-    pinned = dvc_file.read_text()
+    pinned, pinned_stat = dvc_file.read_text(), dvc_file.stat()
     root = dvc_file.resolve().parent
     with contextlib.chdir(root), Repo(str(root)) as repo:  # DVC resolves some paths from cwd
         repo.commit(dvc_file.name, force=True)
     workspace_md5 = dvc_data_hash(dvc_file)
     if dvc_file.read_text() != pinned:
         dvc_file.write_text(pinned)
+    os.utime(dvc_file, ns=(pinned_stat.st_atime_ns, pinned_stat.st_mtime_ns))
     pinned_md5 = dvc_data_hash(dvc_file)
     return PinCheck(workspace_md5 == pinned_md5, pinned_md5, workspace_md5)

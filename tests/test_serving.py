@@ -191,8 +191,10 @@ def test_deploying_a_version_the_service_cannot_serve_builds_nothing(
     import torch
 
     class Constant(mlflow.pyfunc.PythonModel):  # a valid pyfunc model, no pytorch flavor
-        def predict(self, context, model_input, params=None):
-            return np.zeros((len(model_input), 10))
+        def predict(
+            self, context, model_input: list[list[float]], params=None
+        ) -> list[list[float]]:
+            return [[0.0] * 10 for _ in model_input]
 
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run():

@@ -18,6 +18,7 @@ from torch import nn
 from mlops.data.files import FilesDataModule
 from mlops.errors import LaunchError, MlopsError
 from mlops.models.classifier import Classifier
+from mlops.quiet import silence_unactionable_messages
 from mlops.registry.evaluate import Evaluator
 from mlops.registry.gate import GateRule
 from mlops.registry.promotion import GateOutcome, run_gate
@@ -96,6 +97,7 @@ def reruns_script_per_process(strategy: object) -> bool:
 
 
 def build_trainer(cfg: DictConfig, logger: MLFlowLogger) -> L.Trainer:
+    silence_unactionable_messages()
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 

@@ -10,10 +10,10 @@ import warnings
 LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
 # Lightning's own pytree helper still builds torch's deprecated `LeafSpec` (Lightning #21326).
 LEAFSPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
-RANK_ZERO_LOGGERS = (
-    "lightning.pytorch.utilities.rank_zero",
-    "lightning.fabric.utilities.rank_zero",
-)
+# Lightning logs through whichever of these its packages imported last (mlflow.pytorch
+# imports the standalone `pytorch_lightning`).
+PACKAGES = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+RANK_ZERO_LOGGERS = tuple(f"{package}.utilities.rank_zero" for package in PACKAGES)
 
 
 class _DropLitLoggerTip(logging.Filter):

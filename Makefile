@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 data: install ## write the built-in datasets to data/ and check them against data.dvc
 	@$(BIN)/mlops data prepare
 
-$(DATA_FILE): data.dvc $(STAMP)
+$(DATA_FILE): $(wildcard data.dvc) $(STAMP)
 	@$(BIN)/mlops data prepare
 
 train: $(DATA_FILE) ## train, track and register (override config: ARGS="model=rnn trainer.max_epochs=5")

@@ -64,3 +64,9 @@ def test_train_prepares_data_only_when_missing_or_outdated(project: Path) -> Non
 def test_make_data_always_checks(project: Path) -> None:
     make(project, "train")
     assert make(project, "data") == ["mlops data prepare"]
+
+
+def test_a_project_without_data_dvc_still_trains(project: Path) -> None:
+    (project / "data.dvc").unlink()
+    assert make(project, "train") == ["mlops data prepare", "python pipelines/train.py"]
+    assert make(project, "train") == ["python pipelines/train.py"]

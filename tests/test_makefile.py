@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 RECORDER = """#!/bin/sh
 echo "$(basename "$0") $*" >> calls.log
 if [ "$1 $2" = "data prepare" ]; then
@@ -39,7 +40,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def set_age(path: Path, seconds_ago: int) -> None:
-    stamp = path.stat().st_mtime - seconds_ago if path.exists() else 0
+    stamp = path.stat().st_mtime - seconds_ago
     os.utime(path, (stamp, stamp))
 
 

@@ -12,7 +12,11 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities._pytree import _tree_flatten
 
-from mlops.quiet import silence_unactionable_messages
+from mlops.quiet import (
+    ARTIFACT_PROGRESS_BAR,
+    artifact_progress_bars_only_on_a_terminal,
+    silence_unactionable_messages,
+)
 
 
 def test_the_litlogger_tip_goes_and_other_trainer_lines_stay(
@@ -34,3 +38,34 @@ def test_the_leafspec_deprecation_goes_and_other_future_warnings_stay() -> None:
         _tree_flatten(torch.zeros(1))  # Lightning's helper: builds a LeafSpec for a leaf
         warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something else is deprecated"]
+
+
+def _download_a_run_with_three_artifacts(tmp_path: Path) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("quiet", artifact_location=str(tmp_path / "art"))
+    run = client.create_run(experiment)
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.txt").write_text(name)
+        client.log_artifact(run.info.run_id, str(tmp_path / f"{name}.txt"), "files")
+    client.download_artifacts(run.info.run_id, "files", str(tmp_path / "out"))
+    assert sorted(p.name for p in (tmp_path / "out" / "files").iterdir()) == [
+        "a.txt", "b.txt", "c.txt"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("user_setting", "bar_shown"), [(None, False), ("true", True)])
+def test_artifact_progress_bars_stay_out_of_logs_unless_asked_for(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    user_setting: str | None,
+    bar_shown: bool,
+) -> None:
+    monkeypatch.setenv(ARTIFACT_PROGRESS_BAR, user_setting or "")  # restored after the test
+    if user_setting is None:
+        monkeypatch.delenv(ARTIFACT_PROGRESS_BAR)
+    artifact_progress_bars_only_on_a_terminal()  # stderr is captured here: not a terminal
+    _download_a_run_with_three_artifacts(tmp_path)
+    assert ("Downloading artifacts" in capfd.readouterr().err) is bar_shown

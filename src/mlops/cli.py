@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlops import __version__
 from mlops.errors import MlopsError
+from mlops.quiet import artifact_progress_bars_only_on_a_terminal
 
 
 def _prepare_data(args: argparse.Namespace) -> None:
@@ -182,6 +183,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    artifact_progress_bars_only_on_a_terminal()
     try:
         args.handler(args)
     except MlopsError as error:

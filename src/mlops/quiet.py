@@ -1,9 +1,11 @@
-"""Two messages from the stack that no mlops user can act on, filtered by their exact text
-so that everything else the libraries say still shows."""
+"""Output from the stack that no mlops user can act on: two messages, filtered by their exact
+text so that everything else the libraries say still shows, and progress bars in logs."""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
 # Lightning 2.6 advertises its cloud logger whenever a Trainer has any other logger.
@@ -12,6 +14,8 @@ LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
 LEAFSPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 # Lightning logs through whichever of these its packages imported last (mlflow.pytorch
 # imports the standalone `pytorch_lightning`).
+# MLflow draws a tqdm bar for every artifact download, also into logs and pipes.
+ARTIFACT_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 PACKAGES = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 RANK_ZERO_LOGGERS = tuple(f"{package}.utilities.rank_zero" for package in PACKAGES)
 
@@ -28,3 +32,9 @@ def silence_unactionable_messages() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):
             logger.addFilter(_DropLitLoggerTip())
+
+
+def artifact_progress_bars_only_on_a_terminal() -> None:
+    """A bar that redraws in a terminal is a wall of `\\r`-joined lines in a log or CI
+    output; a value the user set for the variable wins."""
+    os.environ.setdefault(ARTIFACT_PROGRESS_BAR, str(sys.stderr.isatty()).lower())

@@ -1,6 +1,6 @@
 """Benchmark: training samples/s of the pipeline with 1 and with 2 CPU processes (DDP, gloo),
 one torch thread each, same model, data and per-process batch size (the default CNN, and
-one with 4x the compute per sample).
+two with 4x and 16x its compute per sample).
 
     python -m bench.ddp_scaling       # writes the "DDP scaling" section of docs/benchmarks.md
 
@@ -46,9 +46,15 @@ class Case:
 
 
 DEFAULT_CHANNELS = tuple(compose_config(ROOT / "conf", ["model=cnn"]).model.channels)
-# The default CNN at two batch sizes, and one with 4x the compute per sample: DDP on CPU
-# pays off as a step's compute grows against the fixed cost of its collectives.
-CASES = (Case(DEFAULT_CHANNELS, 64), Case(DEFAULT_CHANNELS, 256), Case((64, 128), 256))
+# The default CNN at two batch sizes, and wider ones (2x and 4x the channels: about 4x and
+# 16x the compute per sample): DDP on CPU pays off as a step's compute grows against the
+# fixed cost of its collectives.
+CASES = (
+    Case(DEFAULT_CHANNELS, 64),
+    Case(DEFAULT_CHANNELS, 256),
+    Case((64, 128), 256),
+    Case((128, 256), 256),
+)
 
 
 def run_once(processes: int, case: Case, workdir: Path) -> float:

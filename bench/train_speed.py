@@ -35,13 +35,14 @@ from pipelines.train import train
 TARGET = 0.97
 EPOCHS = 20
 TWIN = "bench.raw_loop.RawLoopTwin"
-# name -> overrides. The default configs of the three families (batch 64), then a step
-# about 20x heavier: Lightning's cost is a constant per step, so its share shrinks.
+# name -> overrides. The default configs of the three families (batch 64), then steps
+# about 20x and 70x heavier: Lightning's cost is a constant per step, so its share shrinks.
 CASES = {
     "mlp": ["model=mlp"],
     "cnn": ["model=cnn"],
     "rnn": ["model=rnn"],
     "cnn [64, 128], batch 256": ["model=cnn", "model.channels=[64,128]", "data.batch_size=256"],
+    "cnn [128, 256], batch 256": ["model=cnn", "model.channels=[128,256]", "data.batch_size=256"],
 }
 
 

@@ -14,10 +14,10 @@ LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
 LEAFSPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 # Lightning logs through whichever of these its packages imported last (mlflow.pytorch
 # imports the standalone `pytorch_lightning`).
-# MLflow draws a tqdm bar for every artifact download, also into logs and pipes.
-ARTIFACT_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 PACKAGES = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 RANK_ZERO_LOGGERS = tuple(f"{package}.utilities.rank_zero" for package in PACKAGES)
+# MLflow draws a tqdm bar for every artifact download, also into logs and pipes.
+ARTIFACT_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 class _DropLitLoggerTip(logging.Filter):

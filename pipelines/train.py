@@ -5,24 +5,35 @@ python pipelines/train.py model=rnn model.cell=lstm trainer.max_epochs=5
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from mlops import training
 from mlops.errors import MlopsError
 from mlops.registry.register import log_and_register, model_family
 from mlops.tracking.lineage import lineage_tags
-from mlops.tracking.run import build_mlflow_logger, log_config, log_environment, log_plots
+from mlops.tracking.resume import check_resumable
+from mlops.tracking.run import (
+    build_mlflow_logger,
+    log_config,
+    log_environment,
+    log_plots,
+    log_resume,
+)
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def train(cfg: DictConfig) -> training.TrainingResult:
     training.check_launch(cfg)
+    resume = training.resume_point(cfg)  # ckpt_path=...: continue that run, else None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # 1. Data: read and validate before anything is created.
@@ -31,7 +42,8 @@ def train(cfg: DictConfig) -> training.TrainingResult:
     module = training.build_classifier(cfg, net, datamodule.num_classes)
     model_name = training.registered_model_name(cfg, net)
 
-    # 2. Tracking: one MLflow run carrying the config and the lineage.
+    # 2. Tracking: one MLflow run carrying the config and the lineage; a resumed training
+    #    continues its run, once the checkpoint is known to fit this data and config.
     tags = lineage_tags(
         root=Path(cfg.paths.root_dir),
         dvc_file=Path(cfg.paths.dvc_file),
@@ -39,19 +51,28 @@ def train(cfg: DictConfig) -> training.TrainingResult:
         overrides=training.hydra_overrides(),
         model_family=model_family(net),
     )
+    resumed = resume and check_resumable(MlflowClient(cfg.logger.tracking_uri), resume, tags, cfg)
+    if resumed:
+        tags = resumed.lineage
     logger = build_mlflow_logger(
-        cfg.logger, {**tags, "tags": ",".join(cfg.tags)}, Path(cfg.paths.mlflow_artifacts_dir)
+        cfg.logger,
+        {**tags, "tags": ",".join(cfg.tags)},
+        Path(cfg.paths.mlflow_artifacts_dir),
+        run_id=resume and resume.run_id,
     )
     # The trainer knows the global rank (even before DDP starts its processes): only rank
     # zero creates the run, so N processes still make one run.
-    trainer = training.build_trainer(cfg, logger)
+    trainer = training.build_trainer(cfg, logger, resume and resume.checkpoint.parent)
     if trainer.is_global_zero:
-        log_config(logger, cfg)
-        log_environment(logger)
+        if resumed:
+            log_resume(logger, cfg, resume.step, resumed.resume_tags)
+        else:
+            log_config(logger, cfg)
+            log_environment(logger)
 
-    # 3. Fit, then test the best checkpoint.
+    # 3. Fit (from the checkpoint when resuming), then test the best checkpoint.
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume and str(resume.checkpoint))
         metrics = training.metrics_as_floats(trainer)
         checkpoint = training.best_checkpoint(trainer)
         if cfg.test:
@@ -70,7 +91,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     module.net,
                     datamodule.splits.x_test[:5],
                     model_name,
-                    tags,
+                    {**tags, **(resumed.resume_tags if resumed else {})},
                 )
                 # 5. Promotion gate: challenger vs champion, evaluated from the registry.
                 if cfg.registry.gate.enabled:
@@ -79,6 +100,8 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     )
     except BaseException:
         logger.finalize("failed")
+        if trainer.is_global_zero and (hint := training.resume_hint(trainer)):
+            print(hint, file=sys.stderr)
         raise
     finally:
         training.end_distributed()
@@ -101,6 +124,8 @@ def main(cfg: DictConfig) -> float | None:
     except MlopsError as error:  # the user's to fix: the message says how, no traceback
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except SIGTERMException:  # Lightning's stop on SIGTERM exits 0: say it was stopped
+        sys.exit(128 + signal.SIGTERM)
     if not result.is_global_zero:  # rank zero reports for the whole job
         return None
     print(

@@ -30,6 +30,7 @@ def test_defaults_are_digits_cnn_on_cpu() -> None:
     assert cfg.logger.log_model is True
     assert set(cfg.callbacks) == {
         "model_checkpoint",
+        "last_checkpoint",
         "early_stopping",
         "rich_progress_bar",
         "lr_monitor",

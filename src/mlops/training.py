@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,12 @@ from mlops.registry.evaluate import Evaluator
 from mlops.registry.gate import GateRule
 from mlops.registry.promotion import GateOutcome, run_gate
 from mlops.registry.register import default_model_name
+from mlops.tracking.resume import (
+    LatestCheckpoint,
+    ResumePoint,
+    RunIdInCheckpoint,
+    read_resume_point,
+)
 
 
 @dataclass
@@ -96,16 +104,49 @@ def reruns_script_per_process(strategy: object) -> bool:
     return strategy == "ddp"
 
 
-def build_trainer(cfg: DictConfig, logger: MLFlowLogger) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, logger: MLFlowLogger, checkpoint_dir: Path | None = None
+) -> L.Trainer:
+    """The configured trainer and callbacks, plus the one that lets `ckpt_path=` resume the
+    run; `checkpoint_dir` replaces the checkpoint callbacks' folder (a resumed training
+    keeps writing to the one it began in, so its best checkpoint stays the best of all)."""
     silence_unactionable_messages()
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = []
+    for callback_cfg in (cfg.get("callbacks") or {}).values():
+        moved = (
+            {"dirpath": str(checkpoint_dir)} if checkpoint_dir and "dirpath" in callback_cfg else {}
+        )
+        callbacks.append(instantiate(callback_cfg, **moved))
+    callbacks.append(RunIdInCheckpoint())
+    if checkpoint_dir:  # continuing in that folder is the point, not a mistake to warn of
+        warnings.filterwarnings(
+            "ignore", message=f"Checkpoint directory {re.escape(str(checkpoint_dir))} exists"
+        )
     return instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+
+def resume_point(cfg: DictConfig) -> ResumePoint | None:
+    """The checkpoint to resume and the run it continues, or None for a new training."""
+    ckpt_path = cfg.get("ckpt_path")
+    return read_resume_point(ckpt_path) if ckpt_path else None
 
 
 def best_checkpoint(trainer: L.Trainer) -> str:
     """The best checkpoint if one was kept, else the final weights ("" -> Lightning uses them)."""
     callback = trainer.checkpoint_callback
     return getattr(callback, "best_model_path", "") or ""
+
+
+def resume_hint(trainer: L.Trainer) -> str | None:
+    """After a stop mid-job (Ctrl-C, SIGTERM, a crash): how to continue, not start over."""
+    saved = [c.path for c in trainer.callbacks if isinstance(c, LatestCheckpoint)]
+    last = next((path for path in saved if path.is_file()), None)
+    if last is None:
+        return None
+    return (
+        f"training stopped in epoch {trainer.current_epoch}; to resume it in the same MLflow "
+        f"run, run it again with the same overrides plus ckpt_path={last}"
+    )
 
 
 def end_distributed() -> None:

@@ -42,17 +42,22 @@ def store_creation_lock(tracking_uri: str) -> Iterator[None]:
 
 
 def build_mlflow_logger(
-    logger_cfg: DictConfig, tags: Mapping[str, str], artifacts_dir: Path
+    logger_cfg: DictConfig,
+    tags: Mapping[str, str],
+    artifacts_dir: Path,
+    run_id: str | None = None,
 ) -> MLFlowLogger:
     """Instantiate the configured `MLFlowLogger` with lineage tags and, unless the config
-    sets one, a concrete artifact location."""
+    sets one, a concrete artifact location; with `run_id`, it continues that run."""
     from hydra.utils import instantiate
 
     artifact_location = logger_cfg.get("artifact_location") or artifact_location_for(
         logger_cfg.tracking_uri, artifacts_dir
     )
     with store_creation_lock(logger_cfg.tracking_uri):
-        return instantiate(logger_cfg, tags=dict(tags), artifact_location=artifact_location)
+        return instantiate(
+            logger_cfg, tags=dict(tags), artifact_location=artifact_location, run_id=run_id
+        )
 
 
 def log_config(logger: MLFlowLogger, cfg: DictConfig) -> None:
@@ -61,6 +66,18 @@ def log_config(logger: MLFlowLogger, cfg: DictConfig) -> None:
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     logger.log_hyperparams(resolved)
     logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(resolved), "config/train.yaml")
+
+
+def log_resume(logger: MLFlowLogger, cfg: DictConfig, step: int, tags: Mapping[str, str]) -> None:
+    """Mark the continued run as running again and record the resume next to the first
+    config: MLflow params cannot change, so the resumed config is an artifact of its own."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    logger.experiment.update_run(logger.run_id, status="RUNNING")
+    for key, value in tags.items():
+        logger.experiment.set_tag(logger.run_id, key, value)
+    logger.experiment.log_text(
+        logger.run_id, OmegaConf.to_yaml(resolved), f"config/resumed-at-step-{step}.yaml"
+    )
 
 
 def log_environment(logger: MLFlowLogger) -> None:

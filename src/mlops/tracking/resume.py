@@ -1,0 +1,192 @@
+"""Resume an interrupted training into its own MLflow run and checkpoint folder, so that the
+job that finally finishes is still one run, and its best checkpoint the best of all epochs.
+
+A checkpoint names the run it belongs to (`RunIdInCheckpoint`); `ckpt_path=` reads it back,
+and refuses what the checkpoint cannot honestly continue: other data, another store, or a
+model, optimizer or scheduler config that differs from the one whose state it holds.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from mlops.errors import MlopsError
+
+RUN_ID_KEY = "mlops_mlflow_run_id"
+CONFIG_ARTIFACT = "config/train.yaml"
+# Their state is restored from the checkpoint: a different config would not be what runs.
+RESTORED_GROUPS = ("model", "optimizer", "scheduler")
+# Differ on every launch by construction (the checkpoint folder follows the output folder;
+# a resumed training writes to the checkpoint's own folder instead).
+PER_LAUNCH_KEYS = (
+    "ckpt_path",
+    "paths.output_dir",
+    "callbacks.model_checkpoint.dirpath",
+    "callbacks.last_checkpoint.dirpath",
+)
+
+
+class ResumeError(MlopsError, ValueError):
+    """A checkpoint that cannot be resumed as asked."""
+
+
+class RunIdInCheckpoint(L.Callback):
+    """Writes the MLflow run id into every checkpoint, for `ckpt_path=` to continue it."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[RUN_ID_KEY] = getattr(trainer.logger, "run_id", None)
+
+
+class LatestCheckpoint(L.Callback):
+    """Rewrites `<dirpath>/last.ckpt` at the end of every training epoch, after its
+    validation, so a stop loses at most the epoch in progress. (Lightning's own `save_last`
+    writes it only when the monitored checkpoint is saved, i.e. when `val/acc` improves: a
+    resume from it could go back many epochs.) Written to a temporary file and renamed, so a
+    kill during the write leaves the previous one intact."""
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, dirpath: str) -> None:
+        self.path = Path(dirpath).expanduser().resolve() / self.FILENAME
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        partial = self.path.with_suffix(".ckpt.partial")
+        trainer.save_checkpoint(partial)  # every rank calls it; rank zero writes
+        if trainer.is_global_zero:
+            partial.replace(self.path)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    checkpoint: Path
+    run_id: str
+    step: int  # the global step it was saved at: where the run's metrics continue
+
+
+@dataclass(frozen=True)
+class ResumedRun:
+    """What the pipeline needs to continue the run: its lineage as first recorded, the
+    tags that record this resume, and the config it started with."""
+
+    lineage: dict[str, str]
+    resume_tags: dict[str, str]
+
+
+def read_resume_point(ckpt_path: str) -> ResumePoint:
+    path = Path(ckpt_path).expanduser().resolve()
+    hint = "pass the last.ckpt of the interrupted run: logs/train/runs/<time>/checkpoints/last.ckpt"
+    if not path.is_file():
+        raise ResumeError(f"ckpt_path={ckpt_path} is not a file; {hint}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # torch raises several types for a file that is no checkpoint
+        raise ResumeError(
+            f"ckpt_path={ckpt_path} is not a readable checkpoint ({error}); {hint}"
+        ) from None
+    run_id = checkpoint.get(RUN_ID_KEY) if isinstance(checkpoint, dict) else None
+    if not run_id:
+        raise ResumeError(
+            f"ckpt_path={ckpt_path} names no MLflow run (not written by an mlops training); "
+            "to start a new run from its weights, load them in your own code"
+        )
+    return ResumePoint(
+        checkpoint=path, run_id=str(run_id), step=int(checkpoint.get("global_step", 0))
+    )
+
+
+def first_config(client: MlflowClient, run_id: str) -> dict[str, Any]:
+    """The resolved config the run was started with (its `config/train.yaml` artifact)."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = client.download_artifacts(run_id, CONFIG_ARTIFACT, folder)
+        except (MlflowException, OSError):
+            raise ResumeError(
+                f"run {run_id} has no {CONFIG_ARTIFACT} artifact to compare the config with; "
+                "it was not started by an mlops training"
+            ) from None
+        return yaml.safe_load(Path(local).read_text())
+
+
+def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`: the override syntax users type."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flat_config(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, tuple]:
+    """Keys whose value differs, added or removed (as None), except the per-launch ones."""
+    old, new = flat_config(before), flat_config(after)
+    return {
+        key: (old.get(key), new.get(key))
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key) and key not in PER_LAUNCH_KEYS
+    }
+
+
+def describe(changes: Mapping[str, tuple]) -> str:
+    return "; ".join(f"{key}: {old} -> {new}" for key, (old, new) in changes.items())
+
+
+def check_resumable(
+    client: MlflowClient, point: ResumePoint, lineage: Mapping[str, str], cfg: DictConfig
+) -> ResumedRun:
+    """The run exists in this store, trained on the same data bytes, with the same model,
+    optimizer and scheduler config; everything else that changed is recorded, not refused."""
+    try:
+        run = client.get_run(point.run_id)
+    except MlflowException:
+        raise ResumeError(
+            f"{point.checkpoint} belongs to MLflow run {point.run_id}, which is not in "
+            f"{client.tracking_uri}; set MLFLOW_TRACKING_URI to the store it was trained with"
+        ) from None
+    if run.info.status == "FINISHED":
+        raise ResumeError(
+            f"run {point.run_id} finished; ckpt_path= continues an interrupted training, so "
+            "that one training stays one run and one model version. Start a new training"
+        )
+    trained_on, now = run.data.tags.get("data.file_md5"), lineage["data.file_md5"]
+    if trained_on != now:
+        raise ResumeError(
+            f"run {point.run_id} trained on {run.data.tags.get('data.file')} with md5 "
+            f"{trained_on}; {lineage['data.file']} now has md5 {now}. Restore that data "
+            "(`dvc checkout`) to resume, or start a new training"
+        )
+    changes = config_changes(
+        first_config(client, point.run_id), OmegaConf.to_container(cfg, resolve=True)
+    )
+    restored = {k: v for k, v in changes.items() if k.split(".")[0] in RESTORED_GROUPS}
+    if restored:
+        raise ResumeError(
+            "the checkpoint restores the model, optimizer and scheduler of run "
+            f"{point.run_id}, and these settings differ from its config: {describe(restored)}. "
+            "Resume with the run's values, or start a new training"
+        )
+    resume_tags = {
+        "resume.ckpt_path": str(point.checkpoint),
+        "resume.from_step": str(point.step),
+        "resume.config_changes": describe(changes) or "(none)",
+    }
+    resume_tags |= {
+        f"resume.{key}": value
+        for key, value in lineage.items()
+        if run.data.tags.get(key) != value and not key.startswith("mlflow.")
+    }
+    first_lineage = {key: run.data.tags.get(key, value) for key, value in lineage.items()}
+    return ResumedRun(lineage=first_lineage, resume_tags=resume_tags)

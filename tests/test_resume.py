@@ -1,0 +1,173 @@
+"""`ckpt_path=`: an interrupted training resumes into its own MLflow run, or is refused with
+a reason, against a temporary sqlite store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from mlops.tracking.resume import RUN_ID_KEY, ResumeError, config_changes, read_resume_point
+from pipelines.train import train
+from tests.conftest import ROOT
+from tests.test_distributed import train_command
+from tests.test_train_pipeline import artifact_paths
+
+MODEL = ["model=mlp", "trainer.max_epochs=4", "registry.model_name=resume-test"]
+
+
+class TerminateAtEpoch(L.Callback):
+    """A job stopped from outside (a scheduler's time limit, `kill`): SIGTERM to this
+    process when the given epoch starts, which Lightning turns into a stop."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_interrupted_training_resumes_into_its_run(
+    make_cfg, tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    client = mlflow.MlflowClient(tracking_uri)
+    stop = [
+        "+callbacks.stop._target_=tests.test_resume.TerminateAtEpoch",
+        "+callbacks.stop.epoch=2",
+    ]
+    with pytest.raises(SIGTERMException):
+        train(make_cfg(*MODEL, *stop))  # output-0
+    checkpoints = tmp_path / "output-0" / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    assert f"plus ckpt_path={last}" in capsys.readouterr().err
+    point = read_resume_point(str(last))
+    run_id = point.run_id
+    assert point.step == torch.load(last, weights_only=False)["global_step"] > 0
+    assert client.get_run(run_id).info.status == "FAILED"
+    assert len(client.get_metric_history(run_id, "val/acc")) == 2
+
+    # What the checkpoint cannot continue is refused before the run is touched.
+    with pytest.raises(ResumeError, match=r"model\.hidden_sizes: \[256, 128\] -> \[64\]"):
+        train(make_cfg(*MODEL, "model.hidden_sizes=[64]", f"ckpt_path={last}"))  # output-1
+    other_data = tmp_path / "other.npz"
+    arrays = dict(np.load(make_cfg().data.path))
+    np.savez(other_data, **{**arrays, "x": arrays["x"][::-1].copy()})
+    with pytest.raises(ResumeError, match="md5"):
+        train(make_cfg(*MODEL, f"data.path={other_data}", f"ckpt_path={last}"))  # output-2
+    assert client.get_run(run_id).info.status == "FAILED"
+
+    result = train(make_cfg(*MODEL, "tags=[resumed]", f"ckpt_path={last}"))  # output-3
+
+    run = client.get_run(run_id)
+    assert result.run_id == run_id
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == sorted(
+        {m.step for m in client.get_metric_history(run_id, "val/acc")}
+    )
+    assert len(client.get_metric_history(run_id, "val/acc")) == 4  # 2 before, 2 after
+    assert "test/acc" in run.data.metrics
+    assert run.data.params["trainer/max_epochs"] == "4"  # params stay the first config's
+    assert run.data.tags["resume.ckpt_path"] == str(last.resolve())
+    assert run.data.tags["resume.from_step"] == str(point.step)
+    changes = run.data.tags["resume.config_changes"]
+    assert "tags: [] -> ['resumed']" in changes and "callbacks.stop.epoch: 2 -> None" in changes
+    assert run.data.tags["tags"] == ""  # a tag the run was created with is kept
+    step = run.data.tags["resume.from_step"]
+    assert {"config/train.yaml", f"config/resumed-at-step-{step}.yaml"} <= artifact_paths(
+        client, run_id
+    )
+    # the checkpoint folder the run began in holds the best of all four epochs
+    assert result.checkpoint_path == str((checkpoints / "best.ckpt").resolve())
+    assert not (tmp_path / "output-3" / "checkpoints").exists()
+    best_score = torch.load(result.checkpoint_path, weights_only=False)["callbacks"]
+    assert max(m.value for m in client.get_metric_history(run_id, "val/acc")) == pytest.approx(
+        next(v["best_model_score"] for k, v in best_score.items() if "ModelCheckpoint" in k).item()
+    )
+    version = client.get_model_version("resume-test", result.model_version)
+    assert version.run_id == run_id
+    assert version.tags["resume.from_step"] == step
+
+
+def test_last_checkpoint_is_the_latest_epoch_not_the_best(make_cfg, tmp_path: Path) -> None:
+    """With a learning rate of 0, val/acc never improves after the first epoch: best.ckpt
+    stays at epoch 0, last.ckpt must still follow every epoch."""
+    cfg = make_cfg(
+        "model=mlp", "optimizer.lr=0", "trainer.max_epochs=3", "test=false", "register=false"
+    )
+    train(cfg)
+    checkpoints = tmp_path / "output-0" / "checkpoints"
+    assert torch.load(checkpoints / "best.ckpt", weights_only=False)["epoch"] == 0
+    latest = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    assert latest["epoch"] == 2
+    assert latest[RUN_ID_KEY]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_resume_needs_a_checkpoint_that_names_its_run(tmp_path: Path) -> None:
+    with pytest.raises(ResumeError, match="is not a file"):
+        read_resume_point(str(tmp_path / "missing.ckpt"))
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ResumeError, match="not a readable checkpoint"):
+        read_resume_point(str(text))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "global_step": 3}, foreign)
+    with pytest.raises(ResumeError, match="names no MLflow run"):
+        read_resume_point(str(foreign))
+
+
+def test_config_changes_name_each_differing_key() -> None:
+    before = {"a": {"b": 1, "c": [1, 2]}, "ckpt_path": None, "gone": 1}
+    after = {"a": {"b": 2, "c": [1, 2]}, "ckpt_path": "x.ckpt", "new": {"k": "v"}}
+    assert config_changes(before, after) == {
+        "a.b": (1, 2),
+        "gone": (1, None),
+        "new.k": (None, "v"),
+    }
+
+
+def test_stopped_job_exits_143_and_resumes_on_two_processes(tmp_path: Path) -> None:
+    """The command line: SIGTERM gives exit status 143 and the resume hint; the resumed job
+    may use another trainer (here DDP with 2 processes) and is still one run, one version."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [
+        *MODEL,
+        f"logger.tracking_uri={uri}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.mlflow_artifacts_dir={tmp_path / 'mlartifacts'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the stopping callback lives in tests/
+
+    def run(*overrides: str) -> subprocess.CompletedProcess:
+        command = train_command(*common, *overrides)
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    stopped = run(
+        "+callbacks.stop._target_=tests.test_resume.TerminateAtEpoch", "+callbacks.stop.epoch=2"
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    last = next((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
+    assert f"plus ckpt_path={last}" in stopped.stderr
+
+    resumed = run("trainer=ddp_cpu", f"ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in resumed.stdout + resumed.stderr, "did not run 2 processes"
+    assert resumed.stdout.count("registered resume-test version 1") == 1
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    runs = [r for r in runs if "mlops.run_type" not in r.data.tags]  # not the gate's evaluation
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert len(client.get_metric_history(runs[0].info.run_id, "val/acc")) == 4
+    assert "trainer.strategy" in runs[0].data.tags["resume.config_changes"]

@@ -79,7 +79,10 @@ def test_interrupted_training_resumes_into_its_run(
     assert run.data.tags["resume.ckpt_path"] == str(last.resolve())
     assert run.data.tags["resume.from_step"] == str(point.step)
     changes = run.data.tags["resume.config_changes"]
-    assert "tags: [] -> ['resumed']" in changes and "callbacks.stop.epoch: 2 -> None" in changes
+    assert changes == (
+        "callbacks.stop._target_: tests.test_resume.TerminateAtEpoch -> None; "
+        "callbacks.stop.epoch: 2 -> None; tags: [] -> ['resumed']"
+    )
     assert run.data.tags["tags"] == ""  # a tag the run was created with is kept
     step = run.data.tags["resume.from_step"]
     assert {"config/train.yaml", f"config/resumed-at-step-{step}.yaml"} <= artifact_paths(
@@ -95,6 +98,13 @@ def test_interrupted_training_resumes_into_its_run(
     version = client.get_model_version("resume-test", result.model_version)
     assert version.run_id == run_id
     assert version.tags["resume.from_step"] == step
+
+    # A finished run is not trained twice; a checkpoint needs the store its run is in.
+    with pytest.raises(ResumeError, match=f"run {run_id} finished"):
+        train(make_cfg(*MODEL, f"ckpt_path={last}"))
+    other_store = f"sqlite:///{tmp_path / 'other.db'}"
+    with pytest.raises(ResumeError, match=f"belongs to MLflow run {run_id}, which is not in"):
+        train(make_cfg(*MODEL, f"logger.tracking_uri={other_store}", f"ckpt_path={last}"))
 
 
 def test_last_checkpoint_is_the_latest_epoch_not_the_best(make_cfg, tmp_path: Path) -> None:
@@ -126,11 +136,28 @@ def test_resume_needs_a_checkpoint_that_names_its_run(tmp_path: Path) -> None:
 
 
 def test_config_changes_name_each_differing_key() -> None:
-    before = {"a": {"b": 1, "c": [1, 2]}, "ckpt_path": None, "gone": 1}
-    after = {"a": {"b": 2, "c": [1, 2]}, "ckpt_path": "x.ckpt", "new": {"k": "v"}}
+    before = {
+        "a": {"b": 1, "c": [1, 2]},
+        "ckpt_path": None,
+        "gone": 1,
+        "paths": {"output_dir": "runs/1"},
+        "root": "runs/1",
+        "ckpt_dir": "runs/1/checkpoints",
+        "moved": "runs/1/x",
+    }
+    after = {
+        "a": {"b": 2, "c": [1, 2]},
+        "ckpt_path": "x.ckpt",
+        "new": {"k": "v"},
+        "paths": {"output_dir": "runs/2"},
+        "root": "runs/2",
+        "ckpt_dir": "runs/2/checkpoints",
+        "moved": "runs/2/y",
+    }
     assert config_changes(before, after) == {
         "a.b": (1, 2),
         "gone": (1, None),
+        "moved": ("runs/1/x", "runs/2/y"),
         "new.k": (None, "v"),
     }
 

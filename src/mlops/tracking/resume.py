@@ -27,14 +27,8 @@ RUN_ID_KEY = "mlops_mlflow_run_id"
 CONFIG_ARTIFACT = "config/train.yaml"
 # Their state is restored from the checkpoint: a different config would not be what runs.
 RESTORED_GROUPS = ("model", "optimizer", "scheduler")
-# Differ on every launch by construction (the checkpoint folder follows the output folder;
-# a resumed training writes to the checkpoint's own folder instead).
-PER_LAUNCH_KEYS = (
-    "ckpt_path",
-    "paths.output_dir",
-    "callbacks.model_checkpoint.dirpath",
-    "callbacks.last_checkpoint.dirpath",
-)
+# Differ on every launch by construction, as does every path inside the output folder.
+PER_LAUNCH_KEYS = ("ckpt_path", "paths.output_dir")
 
 
 class ResumeError(MlopsError, ValueError):
@@ -44,7 +38,9 @@ class ResumeError(MlopsError, ValueError):
 class RunIdInCheckpoint(L.Callback):
     """Writes the MLflow run id into every checkpoint, for `ckpt_path=` to continue it."""
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
         checkpoint[RUN_ID_KEY] = getattr(trainer.logger, "run_id", None)
 
 
@@ -76,8 +72,8 @@ class ResumePoint:
 
 @dataclass(frozen=True)
 class ResumedRun:
-    """What the pipeline needs to continue the run: its lineage as first recorded, the
-    tags that record this resume, and the config it started with."""
+    """What the pipeline needs to continue the run: its lineage as first recorded, and the
+    tags that record this resume."""
 
     lineage: dict[str, str]
     resume_tags: dict[str, str]
@@ -131,17 +127,36 @@ def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, tuple]:
-    """Keys whose value differs, added or removed (as None), except the per-launch ones."""
+    """Keys whose value differs, added or removed (as None), except the per-launch ones:
+    the output folder, and paths at the same place inside each launch's output folder
+    (`trainer.default_root_dir`, checkpoint folders)."""
     old, new = flat_config(before), flat_config(after)
+    old_folder, new_folder = str(old.get("paths.output_dir")), str(new.get("paths.output_dir"))
+
+    def per_launch(key: str) -> bool:
+        below = below_folder(old.get(key), old_folder)
+        return key in PER_LAUNCH_KEYS or (
+            below is not None and below == below_folder(new.get(key), new_folder)
+        )
+
     return {
         key: (old.get(key), new.get(key))
         for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key) and key not in PER_LAUNCH_KEYS
+        if old.get(key) != new.get(key) and not per_launch(key)
     }
 
 
-def describe(changes: Mapping[str, tuple]) -> str:
-    return "; ".join(f"{key}: {old} -> {new}" for key, (old, new) in changes.items())
+def below_folder(value: Any, folder: str) -> str | None:
+    """The rest of a path that starts with `folder`; None for any other value."""
+    if isinstance(value, str) and value.startswith(folder):
+        return value[len(folder) :]
+    return None
+
+
+def describe(changes: Mapping[str, tuple], limit: int = 5000) -> str:
+    """One line, within MLflow's limit on a tag's value."""
+    text = "; ".join(f"{key}: {old} -> {new}" for key, (old, new) in changes.items())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_resumable(

@@ -100,7 +100,9 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     )
     except BaseException:
         logger.finalize("failed")
-        if trainer.is_global_zero and (hint := training.resume_hint(trainer)):
+        if trainer.is_global_zero and (
+            hint := training.resume_hint(trainer, training.hydra_overrides())
+        ):
             print(hint, file=sys.stderr)
         raise
     finally:

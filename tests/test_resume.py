@@ -48,7 +48,7 @@ def test_interrupted_training_resumes_into_its_run(
         train(make_cfg(*MODEL, *stop))  # output-0
     checkpoints = tmp_path / "output-0" / "checkpoints"
     last = checkpoints / "last.ckpt"
-    assert f"plus ckpt_path={last}" in capsys.readouterr().err
+    assert f"ckpt_path={last}" in capsys.readouterr().err
     point = read_resume_point(str(last))
     run_id = point.run_id
     assert point.step == torch.load(last, weights_only=False)["global_step"] > 0
@@ -180,12 +180,17 @@ def test_stopped_job_exits_143_and_resumes_on_two_processes(tmp_path: Path) -> N
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
         )
 
-    stopped = run(
-        "+callbacks.stop._target_=tests.test_resume.TerminateAtEpoch", "+callbacks.stop.epoch=2"
-    )
+    stop = [
+        "+callbacks.stop._target_=tests.test_resume.TerminateAtEpoch",
+        "+callbacks.stop.epoch=2",
+    ]
+    stopped = run(*stop)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     last = next((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
-    assert f"plus ckpt_path={last}" in stopped.stderr
+    # the command's own overrides, ready to paste
+    (hint,) = [line for line in stopped.stderr.splitlines() if "to resume it" in line]
+    overrides = train_command(*common, *stop)[2:]
+    assert hint.endswith(f"these overrides: {' '.join(overrides)} ckpt_path={last}")
 
     resumed = run("trainer=ddp_cpu", f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

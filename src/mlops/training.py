@@ -137,15 +137,16 @@ def best_checkpoint(trainer: L.Trainer) -> str:
     return getattr(callback, "best_model_path", "") or ""
 
 
-def resume_hint(trainer: L.Trainer) -> str | None:
+def resume_hint(trainer: L.Trainer, overrides: list[str]) -> str | None:
     """After a stop mid-job (Ctrl-C, SIGTERM, a crash): how to continue, not start over."""
     saved = [c.path for c in trainer.callbacks if isinstance(c, LatestCheckpoint)]
     last = next((path for path in saved if path.is_file()), None)
     if last is None:
         return None
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra."))]
     return (
         f"training stopped in epoch {trainer.current_epoch}; to resume it in the same MLflow "
-        f"run, run it again with the same overrides plus ckpt_path={last}"
+        f"run, run it again with these overrides: {' '.join([*kept, f'ckpt_path={last}'])}"
     )
 
 

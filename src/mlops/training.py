@@ -28,7 +28,6 @@ from mlops.registry.register import default_model_name
 from mlops.tracking.resume import (
     LatestCheckpoint,
     ResumePoint,
-    RunIdInCheckpoint,
     read_resume_point,
 )
 
@@ -107,9 +106,9 @@ def reruns_script_per_process(strategy: object) -> bool:
 def build_trainer(
     cfg: DictConfig, logger: MLFlowLogger, checkpoint_dir: Path | None = None
 ) -> L.Trainer:
-    """The configured trainer and callbacks, plus the one that lets `ckpt_path=` resume the
-    run; `checkpoint_dir` replaces the checkpoint callbacks' folder (a resumed training
-    keeps writing to the one it began in, so its best checkpoint stays the best of all)."""
+    """The configured trainer and callbacks; `checkpoint_dir` replaces the checkpoint
+    callbacks' folder (a resumed training keeps writing to the one it began in, so its best
+    checkpoint stays the best of all)."""
     silence_unactionable_messages()
     callbacks = []
     for callback_cfg in (cfg.get("callbacks") or {}).values():
@@ -117,7 +116,6 @@ def build_trainer(
             {"dirpath": str(checkpoint_dir)} if checkpoint_dir and "dirpath" in callback_cfg else {}
         )
         callbacks.append(instantiate(callback_cfg, **moved))
-    callbacks.append(RunIdInCheckpoint())
     if checkpoint_dir:  # continuing in that folder is the point, not a mistake to warn of
         warnings.filterwarnings(
             "ignore", message=f"Checkpoint directory {re.escape(str(checkpoint_dir))} exists"

@@ -186,6 +186,7 @@ def test_stopped_job_exits_143_and_resumes_on_two_processes(tmp_path: Path) -> N
     ]
     stopped = run(*stop)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "weights_only" not in stopped.stdout + stopped.stderr  # no line per epoch's save
     last = next((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
     # the command's own overrides, ready to paste
     (hint,) = [line for line in stopped.stderr.splitlines() if "to resume it" in line]

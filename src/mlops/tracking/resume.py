@@ -58,7 +58,9 @@ class LatestCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         partial = self.path.with_suffix(".ckpt.partial")
-        trainer.save_checkpoint(partial)  # every rank calls it; rank zero writes
+        # every rank calls it, rank zero writes; the full state, said explicitly (left unset,
+        # Lightning logs a line per call)
+        trainer.save_checkpoint(partial, weights_only=False)
         if trainer.is_global_zero:
             partial.replace(self.path)
 

@@ -162,6 +162,18 @@ def test_config_changes_name_each_differing_key() -> None:
     }
 
 
+def test_resume_under_multirun_is_refused_before_anything(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = train_command(
+        "seed=1,2", f"ckpt_path={tmp_path / 'last.ckpt'}", f"logger.tracking_uri={uri}",
+        f"paths.log_dir={tmp_path / 'logs'}", multirun=True,
+    )  # fmt: skip
+    job = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert job.returncode == 1
+    assert "resume it without -m" in job.stderr
+    assert not mlflow.MlflowClient(uri).search_experiments(filter_string="name = 'digits'")
+
+
 def test_stopped_job_exits_143_and_resumes_on_two_processes(tmp_path: Path) -> None:
     """The command line: SIGTERM gives exit status 143 and the resume hint; the resumed job
     may use another trainer (here DDP with 2 processes) and is still one run, one version."""

@@ -80,11 +80,18 @@ def hydra_overrides() -> list[str]:
 
 
 def check_launch(cfg: DictConfig) -> None:
-    """DDP's `popen` start re-runs the script once per extra process; under Hydra multirun
-    each copy would start the whole sweep again. Fail before anything is created."""
+    """Launches that cannot work under Hydra multirun, refused before anything is created:
+    DDP's `popen` start re-runs the script once per extra process, so each copy would start
+    the whole sweep again; and a resume continues one run, which every job of a sweep would
+    then train at once."""
     from hydra.types import RunMode
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and cfg.get("ckpt_path"):
+        raise LaunchError(
+            f"ckpt_path={cfg.ckpt_path} resumes one interrupted run, which every job of a "
+            "sweep (-m) would train at the same time; resume it without -m"
+        )
     if multirun and reruns_script_per_process(cfg.trainer.get("strategy")):
         spawn = "ddp_spawn_cpu" if cfg.trainer.get("accelerator") == "cpu" else "ddp_spawn"
         raise LaunchError(

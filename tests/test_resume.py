@@ -91,9 +91,12 @@ def test_interrupted_training_resumes_into_its_run(
     # the checkpoint folder the run began in holds the best of all four epochs
     assert result.checkpoint_path == str((checkpoints / "best.ckpt").resolve())
     assert not (tmp_path / "output-3" / "checkpoints").exists()
-    best_score = torch.load(result.checkpoint_path, weights_only=False)["callbacks"]
+    callback_states = torch.load(result.checkpoint_path, weights_only=False)["callbacks"]
+    (best_score,) = [
+        v["best_model_score"] for k, v in callback_states.items() if "ModelCheckpoint" in k
+    ]
     assert max(m.value for m in client.get_metric_history(run_id, "val/acc")) == pytest.approx(
-        next(v["best_model_score"] for k, v in best_score.items() if "ModelCheckpoint" in k).item()
+        best_score.item()
     )
     version = client.get_model_version("resume-test", result.model_version)
     assert version.run_id == run_id

@@ -8,6 +8,7 @@ model, optimizer or scheduler config that differs from the one whose state it ho
 
 from __future__ import annotations
 
+import random
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import yaml
 from mlflow import MlflowClient
@@ -24,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlops.errors import MlopsError
 
 RUN_ID_KEY = "mlops_mlflow_run_id"
+RNG_KEY = "mlops_rng_states"
 CONFIG_ARTIFACT = "config/train.yaml"
 # Their state is restored from the checkpoint: a different config would not be what runs.
 RESTORED_GROUPS = ("model", "optimizer", "scheduler")
@@ -42,9 +45,12 @@ class LatestCheckpoint(L.Callback):
     resume from it could go back many epochs.) Written to a temporary file and renamed, so a
     kill during the write leaves the previous one intact.
 
-    It also writes the MLflow run id into every checkpoint the trainer saves, for
-    `ckpt_path=` to continue that run. (One callback, not two: Lightning calls every hook of
-    every callback on every step: 1.3-2.6 us a hook, profiled; see docs/benchmarks.md.)"""
+    It also writes into every checkpoint the trainer saves the MLflow run id, for
+    `ckpt_path=` to continue that run, and the random generators' states, which Lightning
+    does not keep: restored with the checkpoint, they make a resumed training draw the same
+    shuffles and dropout masks as an uninterrupted one. (One callback, not three:
+    Lightning calls every hook of every callback on every step, 1.3-2.6 us a hook, profiled;
+    see docs/benchmarks.md.)"""
 
     FILENAME = "last.ckpt"
 
@@ -55,6 +61,16 @@ class LatestCheckpoint(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[RUN_ID_KEY] = getattr(trainer.logger, "run_id", None)
+        checkpoint[RNG_KEY] = rng_states()
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        # Nothing draws between here and the resumed epoch's DataLoader iterator, which takes
+        # its shuffle (Lightning skips the sanity check when resuming). Every rank gets rank
+        # zero's states, which equal its own: all ranks are seeded alike and draw alike.
+        if RNG_KEY in checkpoint:
+            set_rng_states(checkpoint[RNG_KEY])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         partial = self.path.with_suffix(".ckpt.partial")
@@ -63,6 +79,29 @@ class LatestCheckpoint(L.Callback):
         trainer.save_checkpoint(partial, weights_only=False)
         if trainer.is_global_zero:
             partial.replace(self.path)
+
+
+def rng_states() -> dict[str, Any]:
+    """torch's, numpy's and Python's generators (and this CUDA device's), in types that a
+    `weights_only` load (Lightning's default for `ckpt_path`) accepts."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state(legacy=True)
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from mlops.errors import MlopsError
+from mlops.tracking.run import CONFIG_ARTIFACT
 
 RUN_ID_KEY = "mlops_mlflow_run_id"
 RNG_KEY = "mlops_rng_states"
-CONFIG_ARTIFACT = "config/train.yaml"
 # Their state is restored from the checkpoint: a different config would not be what runs.
 RESTORED_GROUPS = ("model", "optimizer", "scheduler")
 # Differ on every launch by construction, as does every path inside the output folder.

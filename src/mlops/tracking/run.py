@@ -15,6 +15,7 @@ from mlops.tracking.plots import confusion_matrix_figure, learning_curves_figure
 
 LOCAL_SCHEMES = ("sqlite:", "file:", "postgresql", "mysql", "mssql")
 CURVE_METRICS = ("train/loss", "val/loss", "train/acc", "val/acc")
+CONFIG_ARTIFACT = "config/train.yaml"  # the resolved config a run started with
 
 
 def artifact_location_for(tracking_uri: str, artifacts_dir: Path) -> str | None:
@@ -65,18 +66,18 @@ def log_config(logger: MLFlowLogger, cfg: DictConfig) -> None:
     (to re-run exactly)."""
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     logger.log_hyperparams(resolved)
-    logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(resolved), "config/train.yaml")
+    logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(resolved), CONFIG_ARTIFACT)
 
 
 def log_resume(logger: MLFlowLogger, cfg: DictConfig, step: int, tags: Mapping[str, str]) -> None:
     """Mark the continued run as running again and record the resume next to the first
     config: MLflow params cannot change, so the resumed config is an artifact of its own."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    from mlflow.entities import RunTag
+
     logger.experiment.update_run(logger.run_id, status="RUNNING")
-    for key, value in tags.items():
-        logger.experiment.set_tag(logger.run_id, key, value)
+    logger.experiment.log_batch(logger.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     logger.experiment.log_text(
-        logger.run_id, OmegaConf.to_yaml(resolved), f"config/resumed-at-step-{step}.yaml"
+        logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), f"config/resumed-at-step-{step}.yaml"
     )
 
 

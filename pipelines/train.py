@@ -33,6 +33,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 def train(cfg: DictConfig) -> training.TrainingResult:
     training.check_launch(cfg)
+    training.check_registry_config(cfg)
     resume = training.resume_point(cfg)  # ckpt_path=...: continue that run, else None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -92,6 +93,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     datamodule.splits.x_test[:5],
                     model_name,
                     {**tags, **(resumed.resume_tags if resumed else {})},
+                    cfg.registry.serialization_format,
                 )
                 # 5. Promotion gate: challenger vs champion, evaluated from the registry.
                 if cfg.registry.gate.enabled:

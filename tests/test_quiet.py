@@ -1,4 +1,4 @@
-"""Only the two unactionable messages are filtered; the libraries' other output stays."""
+"""Only the four unactionable messages are filtered; the libraries' other output stays."""
 
 from __future__ import annotations
 
@@ -38,6 +38,24 @@ def test_the_leafspec_deprecation_goes_and_other_future_warnings_stay() -> None:
         _tree_flatten(torch.zeros(1))  # Lightning's helper: builds a LeafSpec for a leaf
         warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something else is deprecated"]
+
+
+def test_exporting_the_built_in_networks_warns_nothing_and_other_user_warnings_stay(
+    tmp_path: Path,
+) -> None:
+    """torch.export's notes on channels-last CNN weights and on GRU/LSTM weight lists."""
+    from mlops.models.cnn import CNN
+    from mlops.models.inference import inference_model
+    from mlops.models.rnn import RNN
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_unactionable_messages()
+        for net in (CNN((1, 8, 8), 10), RNN((1, 8, 8), 10, cell="lstm")):
+            program = torch.export.export(inference_model(net), (torch.zeros(2, 1, 8, 8),))
+            torch.export.save(program, tmp_path / f"{net.family}.pt2")
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else"]
 
 
 def _download_a_run_with_three_artifacts(tmp_path: Path) -> None:

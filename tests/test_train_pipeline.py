@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -28,7 +30,12 @@ def artifact_paths(client: mlflow.MlflowClient, run_id: str, path: str = "") -> 
     [(["model=mlp"], "mlp"), (["model=cnn"], "cnn"), (["model=rnn", "model.cell=lstm"], "rnn")],
 )
 def test_training_is_one_tracked_run_and_one_new_version(
-    make_cfg, tracking_uri: str, digits_file: Path, overrides: list[str], family: str
+    make_cfg,
+    tracking_uri: str,
+    digits_file: Path,
+    tmp_path: Path,
+    overrides: list[str],
+    family: str,
 ) -> None:
     cfg = make_cfg(*overrides, "tags=[smoke]")
     result = train(cfg)
@@ -107,6 +114,27 @@ def test_training_is_one_tracked_run_and_one_new_version(
     assert probabilities.shape == (9, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
+    # saved as a torch.export graph: loads where mlops cannot be imported, same numbers
+    assert version.tags["serialization_format"] == "pt2"
+    np.save(tmp_path / "x.npy", x_test)
+    without_mlops = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_MLOPS, tracking_uri, str(tmp_path / "x.npy"),
+         f"models:/{result.model_name}/{result.model_version}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert without_mlops.returncode == 0, without_mlops.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy.out.npy"), probabilities, atol=1e-6)
+
+
+LOAD_WITHOUT_MLOPS = """
+import sys
+sys.modules["mlops"] = None  # any import of mlops now fails
+import mlflow, numpy as np
+tracking_uri, x_path, model_uri = sys.argv[1:]
+mlflow.set_tracking_uri(tracking_uri)
+np.save(x_path + ".out.npy", mlflow.pyfunc.load_model(model_uri).predict(np.load(x_path)))
+"""
+
 
 def test_each_training_adds_a_version(make_cfg, tracking_uri: str) -> None:
     first = train(make_cfg("model=mlp", "registry.model_name=versions-test"))
@@ -153,6 +181,23 @@ def test_shape_the_model_cannot_take_fails_before_a_run(
     before = runs_in(tracking_uri)
     with pytest.raises(ModelConfigError, match="cnn takes samples shaped"):
         train(make_cfg(f"data.path={flat}", "model=cnn"))
+    assert runs_in(tracking_uri) == before
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("registry.serialization_format=onnx", "registry.serialization_format='onnx'"),
+        ("registry.gate.direction=up", "registry.gate.direction='up'"),
+    ],
+)
+def test_registry_settings_are_checked_before_a_run(
+    make_cfg, tracking_uri: str, override: str, message: str
+) -> None:
+    """They are read after training: a typo must not cost one."""
+    before = runs_in(tracking_uri)
+    with pytest.raises(ModelConfigError, match=message):
+        train(make_cfg(override))
     assert runs_in(tracking_uri) == before
 
 

@@ -1,5 +1,5 @@
-"""Output from the stack that no mlops user can act on: two messages, filtered by their exact
-text so that everything else the libraries say still shows, and progress bars in logs."""
+"""Output from the stack that no mlops user can act on: four messages, filtered by their
+exact text so that everything else the libraries say still shows, and progress bars in logs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ import warnings
 LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
 # Lightning's own pytree helper still builds torch's deprecated `LeafSpec` (Lightning #21326).
 LEAFSPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+# torch.export, saving channels-last (non-contiguous) CNN weights, which it stores as they
+# are; the caveat is about weights on a GPU, and the exported copy is always on the CPU.
+EXPORT_NONCONTIGUOUS_WEIGHT = "No complete tensor found in the group"
+# torch.export on PyTorch's own GRU/LSTM, which re-assigns its weight list while traced.
+EXPORT_RNN_FLAT_WEIGHTS = r"The tensor attributes .*\._flat_weights\[\d+\]"
 # Lightning logs through whichever of these its packages imported last (mlflow.pytorch
 # imports the standalone `pytorch_lightning`).
 PACKAGES = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
@@ -28,6 +33,8 @@ class _DropLitLoggerTip(logging.Filter):
 def silence_unactionable_messages() -> None:
     """Idempotent: the filters are installed once per process."""
     warnings.filterwarnings("ignore", message=LEAFSPEC_DEPRECATION, category=FutureWarning)
+    for message in (EXPORT_NONCONTIGUOUS_WEIGHT, EXPORT_RNN_FLAT_WEIGHTS):
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
     for name in RANK_ZERO_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):

@@ -24,7 +24,7 @@ from mlops.quiet import silence_unactionable_messages
 from mlops.registry.evaluate import Evaluator
 from mlops.registry.gate import GateRule
 from mlops.registry.promotion import GateOutcome, run_gate
-from mlops.registry.register import default_model_name
+from mlops.registry.register import check_serialization_format, default_model_name
 from mlops.tracking.resume import (
     LatestCheckpoint,
     ResumePoint,
@@ -165,6 +165,14 @@ def end_distributed() -> None:
 
 def metrics_as_floats(trainer: L.Trainer) -> dict[str, float]:
     return {key: float(value) for key, value in trainer.callback_metrics.items()}
+
+
+def check_registry_config(cfg: DictConfig) -> None:
+    """Registration and the gate run after training: their settings are checked before it,
+    so a typo cannot cost a training."""
+    check_serialization_format(cfg.registry.serialization_format)
+    if cfg.registry.gate.enabled:
+        gate_rule(cfg)
 
 
 def gate_rule(cfg: DictConfig) -> GateRule:

@@ -25,27 +25,44 @@ MODEL = ["model=mlp", "trainer.max_epochs=4", "registry.model_name=resume-test"]
 
 
 class TerminateAtEpoch(L.Callback):
-    """A job stopped from outside (a scheduler's time limit, `kill`): SIGTERM to this
-    process when the given epoch starts, which Lightning turns into a stop."""
+    """A job stopped from outside (a scheduler's time limit, `kill`): SIGTERM to the job's
+    first process when the given epoch starts, which Lightning turns into a stop of every
+    process. (A signal to every DDP process at once hangs Lightning 2.6: docs/distributed.md.)"""
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch:
+        if trainer.current_epoch == self.epoch and trainer.global_rank == 0:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+STOP_AT_EPOCH_2 = [
+    "+callbacks.stop._target_=tests.test_resume.TerminateAtEpoch",
+    "+callbacks.stop.epoch=2",
+]
+
+
+def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`pipelines/train.py` on the command line, in a store and log folder under tmp_path."""
+    common = [
+        *MODEL,
+        f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"paths.mlflow_artifacts_dir={tmp_path / 'mlartifacts'}",
+    ]
+    if not any(override.startswith("paths.log_dir=") for override in overrides):
+        common.append(f"paths.log_dir={tmp_path / 'logs'}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the stopping callback lives in tests/
+    command = train_command(*common, *overrides)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_interrupted_training_resumes_into_its_run(
     make_cfg, tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     client = mlflow.MlflowClient(tracking_uri)
-    stop = [
-        "+callbacks.stop._target_=tests.test_resume.TerminateAtEpoch",
-        "+callbacks.stop.epoch=2",
-    ]
     with pytest.raises(SIGTERMException):
-        train(make_cfg(*MODEL, *stop))  # output-0
+        train(make_cfg(*MODEL, *STOP_AT_EPOCH_2))  # output-0
     checkpoints = tmp_path / "output-0" / "checkpoints"
     last = checkpoints / "last.ckpt"
     assert f"ckpt_path={last}" in capsys.readouterr().err
@@ -191,42 +208,47 @@ def test_resume_under_multirun_is_refused_before_anything(tmp_path: Path) -> Non
 def test_stopped_job_exits_143_and_resumes_on_two_processes(tmp_path: Path) -> None:
     """The command line: SIGTERM gives exit status 143 and the resume hint; the resumed job
     may use another trainer (here DDP with 2 processes) and is still one run, one version."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    common = [
-        *MODEL,
-        f"logger.tracking_uri={uri}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.mlflow_artifacts_dir={tmp_path / 'mlartifacts'}",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the stopping callback lives in tests/
-
-    def run(*overrides: str) -> subprocess.CompletedProcess:
-        command = train_command(*common, *overrides)
-        return subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-        )
-
-    stop = [
-        "+callbacks.stop._target_=tests.test_resume.TerminateAtEpoch",
-        "+callbacks.stop.epoch=2",
-    ]
-    stopped = run(*stop)
+    stopped = run_train(tmp_path, *STOP_AT_EPOCH_2)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     assert "weights_only" not in stopped.stdout + stopped.stderr  # no line per epoch's save
     last = next((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
     # the command's own overrides, ready to paste
     (hint,) = [line for line in stopped.stderr.splitlines() if "to resume it" in line]
-    overrides = train_command(*common, *stop)[2:]
-    assert hint.endswith(f"these overrides: {' '.join(overrides)} ckpt_path={last}")
+    assert hint.endswith(f"these overrides: {' '.join(stopped.args[2:])} ckpt_path={last}")
 
-    resumed = run("trainer=ddp_cpu", f"ckpt_path={last}")
+    resumed = run_train(tmp_path, "trainer=ddp_cpu", f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in resumed.stdout + resumed.stderr, "did not run 2 processes"
     assert resumed.stdout.count("registered resume-test version 1") == 1
 
-    client = mlflow.MlflowClient(uri)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
     runs = [r for r in runs if "mlops.run_type" not in r.data.tags]  # not the gate's evaluation
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert len(client.get_metric_history(runs[0].info.run_id, "val/acc")) == 4
     assert "trainer.strategy" in runs[0].data.tags["resume.config_changes"]
+
+
+def test_a_stopped_ddp_training_resumes_to_the_numbers_of_an_uninterrupted_one(
+    tmp_path: Path,
+) -> None:
+    """2 processes stopped at epoch 2 and resumed on 2 processes: every rank's shuffles and
+    dropout masks continue where they stopped (each rank gets rank zero's generator states,
+    equal to its own since all ranks are seeded alike and draw alike)."""
+    ddp = ["trainer=ddp_cpu", "registry.gate.enabled=false"]
+    stopped = run_train(tmp_path, *ddp, *STOP_AT_EPOCH_2)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    last = next((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
+    resumed = run_train(tmp_path, *ddp, f"ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    uninterrupted = run_train(tmp_path, *ddp, "register=false", f"paths.log_dir={tmp_path / 'u'}")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    (resumed_run,) = [r.info.run_id for r in runs if "resume.ckpt_path" in r.data.tags]
+    (reference,) = [r.info.run_id for r in runs if "resume.ckpt_path" not in r.data.tags]
+    for key in ("train/loss", "val/loss", "val/acc", "test/acc"):
+        assert values(client, resumed_run, key) == values(client, reference, key), key
+    assert len(values(client, reference, "val/acc")) == 4

@@ -67,6 +67,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
     if trainer.is_global_zero:
         if resumed:
             log_resume(logger, cfg, resume.step, resumed.resume_tags)
+            log_environment(logger, resumed_at_step=resume.step)
         else:
             log_config(logger, cfg)
             log_environment(logger)

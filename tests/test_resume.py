@@ -102,9 +102,12 @@ def test_interrupted_training_resumes_into_its_run(
     )
     assert run.data.tags["tags"] == ""  # a tag the run was created with is kept
     step = run.data.tags["resume.from_step"]
-    assert {"config/train.yaml", f"config/resumed-at-step-{step}.yaml"} <= artifact_paths(
-        client, run_id
-    )
+    assert {
+        "config/train.yaml",
+        f"config/resumed-at-step-{step}.yaml",
+        "environment/pip-freeze.txt",
+        f"environment/pip-freeze-resumed-at-step-{step}.txt",
+    } <= artifact_paths(client, run_id)
     # the checkpoint folder the run began in holds the best of all four epochs
     assert result.checkpoint_path == str((checkpoints / "best.ckpt").resolve())
     assert not (tmp_path / "output-3" / "checkpoints").exists()

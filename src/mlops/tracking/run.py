@@ -81,15 +81,17 @@ def log_resume(logger: MLFlowLogger, cfg: DictConfig, step: int, tags: Mapping[s
     )
 
 
-def log_environment(logger: MLFlowLogger) -> None:
+def log_environment(logger: MLFlowLogger, resumed_at_step: int | None = None) -> None:
     """Every installed distribution and version (`pip freeze` without the subprocess), so a
-    version's environment can be rebuilt."""
+    version's environment can be rebuilt; a resumed job logs its own beside the first's,
+    since it may run elsewhere or after an upgrade."""
     from importlib.metadata import distributions
 
     pinned = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()}, key=str.lower)
-    logger.experiment.log_text(
-        logger.run_id, "\n".join(pinned) + "\n", "environment/pip-freeze.txt"
+    name = (
+        "pip-freeze" if resumed_at_step is None else f"pip-freeze-resumed-at-step-{resumed_at_step}"
     )
+    logger.experiment.log_text(logger.run_id, "\n".join(pinned) + "\n", f"environment/{name}.txt")
 
 
 def metric_history(

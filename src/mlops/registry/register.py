@@ -15,6 +15,7 @@ from torch import nn
 
 from mlops.errors import ModelConfigError
 from mlops.models.inference import inference_model
+from mlops.quiet import silence_unactionable_messages
 
 
 def model_family(net: nn.Module) -> str:
@@ -89,6 +90,7 @@ def log_and_register(
     a finished training is never lost to its serialization.
     """
     check_serialization_format(serialization_format)
+    silence_unactionable_messages()  # torch.export's notes on the built-in networks
     if len(input_example) == 1:  # a one-sample example would fix the batch size to 1
         input_example = np.concatenate([input_example, input_example])
     model = inference_model(net)

@@ -1,8 +1,10 @@
 """How a trained network is logged and loaded back: a torch.export graph by default, pickle
-for a network torch.export cannot trace; the service's loader gives pyfunc's numbers."""
+for a network whose exported graph would not reproduce it; the service's loader gives
+pyfunc's numbers."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -12,7 +14,12 @@ import torch
 from torch import nn
 
 from mlops.models.cnn import CNN
-from mlops.models.inference import inference_model, lifted_forward, load_probability_model
+from mlops.models.inference import (
+    free_batch_sample_shape,
+    inference_model,
+    lifted_forward,
+    load_probability_model,
+)
 from mlops.registry.register import log_and_register
 
 
@@ -26,6 +33,18 @@ class BranchesOnValues(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.linear(x.flatten(1))
         return logits if logits.sum() > 0 else -logits
+
+
+class BranchesOnBatchSize(nn.Module):
+    """Eager, any batch size works; torch.export keeps the branch it saw (batch >= 4)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(x.flatten(1))
+        return logits * 2 if x.shape[0] > 3 else logits
 
 
 def new_run(tracking_uri: str, tmp_path: Path) -> str:
@@ -60,24 +79,38 @@ def test_the_service_loader_gives_pyfunc_numbers_for_any_batch_size(
         np.testing.assert_allclose(probabilities(x), pyfunc.predict(x), atol=1e-6)
 
 
-def test_a_network_torch_export_cannot_trace_is_logged_with_pickle(
-    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture
+@pytest.mark.parametrize(
+    ("net", "reason"),
+    [
+        (BranchesOnValues, "torch.export cannot trace BranchesOnValues"),
+        (BranchesOnBatchSize, r"the exported graph refuses a batch of 1 \(.*>= 4\)"),
+    ],
+)
+def test_a_network_the_exported_graph_cannot_reproduce_is_logged_with_pickle(
+    tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture, net, reason: str
 ) -> None:
-    """The training is not lost to its serialization; the warning says why and what it costs."""
+    """The training is not lost to its serialization, no version serves other numbers than
+    the network's, and the warning says why and what it costs."""
     torch.manual_seed(0)
-    net = BranchesOnValues()
+    net = net()
     version = log_and_register(
-        tracking_uri, new_run(tracking_uri, tmp_path), net, samples(5), "untraceable", {}
+        tracking_uri,
+        new_run(tracking_uri, tmp_path),
+        net,
+        samples(5),
+        f"fallback-{tmp_path.name}",
+        {},
     )
     warning = capsys.readouterr().err
-    assert "torch.export cannot trace BranchesOnValues" in warning
+    assert re.search(reason, warning), warning
     assert "logged with pickle instead" in warning
     assert version.tags["serialization_format"] == "pickle"
-    x = samples(4)
     loaded = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
-    with torch.no_grad():
-        expected = inference_model(net)(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(loaded.predict(x), expected, atol=1e-6)
+    for count in (1, 5):
+        x = samples(count)
+        with torch.no_grad():
+            expected = inference_model(net)(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(loaded.predict(x), expected, atol=1e-6)
 
 
 class TwoOutputs(nn.Module):
@@ -85,13 +118,29 @@ class TwoOutputs(nn.Module):
         return x * 2, x + 1
 
 
-def test_lifted_forward_runs_one_input_one_output_programs_only() -> None:
-    """Anything else keeps `ExportedProgram.module()`."""
-    assert lifted_forward(torch.export.export(TwoOutputs(), (torch.zeros(2, 3),))) is None
+def export(net: nn.Module, batch: int = 5) -> torch.export.ExportedProgram:
+    """As MLflow exports: the signature's batch dimension left to torch.export."""
+    example = torch.zeros(batch, 1, 8, 8)
+    return torch.export.export(net, (example,), dynamic_shapes=[{0: torch.export.Dim.AUTO}])
+
+
+def test_lifted_forward_runs_only_programs_that_take_any_batch_size() -> None:
+    """Anything else keeps `ExportedProgram.module()`, whose checks refuse what the graph
+    was not traced for; the graph alone would silently run the wrong branch."""
+    assert free_batch_sample_shape(export(BranchesOnBatchSize())) is None
+    assert lifted_forward(export(BranchesOnBatchSize())) is None
+    assert lifted_forward(export(TwoOutputs())) is None
+    static = torch.export.export(CNN((1, 8, 8), 10).eval(), (torch.zeros(2, 1, 8, 8),))
+    assert lifted_forward(static) is None
+
     net = inference_model(CNN((1, 8, 8), 10))
-    program = torch.export.export(net, (torch.zeros(2, 1, 8, 8),))
+    program = export(net)
+    assert free_batch_sample_shape(program) == (1, 8, 8)
     forward = lifted_forward(program)
     assert forward is not None
-    x = torch.from_numpy(samples(2))
     with torch.inference_mode():
-        torch.testing.assert_close(forward(x), net(x))
+        for count in (1, 2, 64):
+            x = torch.from_numpy(samples(count))
+            torch.testing.assert_close(forward(x), net(x))
+        with pytest.raises(ValueError, match=r"samples shaped \(1, 8, 9\); the model takes"):
+            forward(torch.zeros(2, 1, 8, 9))

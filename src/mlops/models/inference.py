@@ -29,35 +29,55 @@ def inference_model(net: nn.Module) -> ProbabilityModel:
     return ProbabilityModel(copy.deepcopy(net).cpu()).eval()
 
 
+def free_batch_sample_shape(program: torch.export.ExportedProgram) -> tuple[int, ...] | None:
+    """The sample shape of a one-input program whose only shape constraint is a batch size
+    from 2 (torch.export's convention, which a 1-sample call runs through as well) to
+    unbounded; None for any other program, e.g. one export specialized to `batch >= 4`
+    because the network branches on its batch size."""
+    (name,) = program.graph_signature.user_inputs or (None,)
+    node = next((n for n in program.graph.nodes if n.name == name), None)
+    if node is None or len(program.range_constraints) != 1:
+        return None
+    batch, *sample = node.meta["val"].shape
+    ((symbol, sizes),) = program.range_constraints.items()
+    unbounded = bool(sizes.upper >= 2**62)  # export's int_oo compares above any int
+    free = isinstance(batch, torch.SymInt) and batch.node.expr == symbol
+    if not (free and unbounded and sizes.lower <= 2 and all(type(d) is int for d in sample)):
+        return None
+    return tuple(sample)
+
+
 def lifted_forward(program: torch.export.ExportedProgram) -> Callable | None:
     """The exported graph called with its weights as arguments, as torch.export traced it.
 
     `ExportedProgram.module()` rebuilds a module whose every call flattens and checks its
     inputs and fetches each weight by attribute: twice the time of the eager network for a
     small batch, where the graph alone takes 0.7-0.8x (digits MLP and CNN, 1 sample, 1
-    thread).
-    None for a program with more than one input or output, or with inputs other than its
-    weights, buffers and constants: those keep `module()`."""
+    thread). The graph checks nothing itself, so this runs only programs whose one input
+    takes any batch size (`free_batch_sample_shape`), and checks the sample shape; None for
+    any other program, which keeps `module()` and its checks."""
     from torch.export.graph_signature import InputKind, OutputKind
 
+    sample_shape = free_batch_sample_shape(program)
+    outputs = [spec.kind for spec in program.graph_signature.output_specs]
+    if sample_shape is None or outputs != [OutputKind.USER_OUTPUT]:
+        return None
     arguments: list[torch.Tensor | None] = []
-    user_inputs = []
     for index, spec in enumerate(program.graph_signature.input_specs):
         if spec.kind == InputKind.USER_INPUT:
-            user_inputs.append(index)
+            slot = index
             arguments.append(None)
         elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
             state = program.state_dict if spec.target in program.state_dict else program.constants
             arguments.append(state[spec.target])
         else:
             return None
-    outputs = [spec.kind for spec in program.graph_signature.output_specs]
-    if len(user_inputs) != 1 or outputs != [OutputKind.USER_OUTPUT]:
-        return None
-    graph, (slot,) = program.graph_module, user_inputs
+    graph = program.graph_module
     before, after = arguments[:slot], arguments[slot + 1 :]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != sample_shape:
+            raise ValueError(f"samples shaped {tuple(x.shape[1:])}; the model takes {sample_shape}")
         return graph(*before, x, *after)[0]
 
     return forward

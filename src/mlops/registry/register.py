@@ -55,21 +55,39 @@ def pip_requirements(serialization_format: str) -> list[str]:
 
 
 def _log_model(
-    model: nn.Module,
-    signature: ModelSignature,
-    input_example: np.ndarray,
-    model_name: str,
-    fmt: str,
+    model: nn.Module, signature: ModelSignature, input_example: np.ndarray, fmt: str
 ) -> ModelInfo:
     return mlflow.pytorch.log_model(
         model,
         name="model",
         signature=signature,
         input_example=input_example,
-        registered_model_name=model_name,
         serialization_format=fmt,
         pip_requirements=pip_requirements(fmt),
     )
+
+
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
+
+
+def reproduction_problem(model_uri: str, model: nn.Module, example: np.ndarray) -> str | None:
+    """Why the logged model does not give `model`'s outputs for batch sizes other than the
+    example's (torch.export keeps only what it saw: a branch on the batch size, say), or
+    None when it does."""
+    loaded = mlflow.pytorch.load_model(model_uri)
+    for batch in (example[:1], np.concatenate([example, example[:1]])):
+        x = torch.from_numpy(batch)
+        with torch.no_grad():
+            expected = model(x)
+            try:
+                got = loaded(x)
+            except Exception as error:
+                return f"the exported graph refuses a batch of {len(batch)} ({_first_line(error)})"
+        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-6):
+            gap = float((got - expected).abs().max())
+            return f"the exported graph is off by up to {gap:.2g} at a batch of {len(batch)}"
+    return None
 
 
 def log_and_register(
@@ -86,8 +104,9 @@ def log_and_register(
     `pt2` (MLflow's default, `torch.export`) stores a graph of tensor operations: loading it
     runs no pickled code and needs neither mlops nor the network's class. Only the batch
     dimension is free, as in the signature, hence an example of more than one sample. A
-    network that torch.export cannot trace is logged with pickle instead, with a warning:
-    a finished training is never lost to its serialization.
+    network that torch.export cannot trace, or whose exported graph does not reproduce it at
+    other batch sizes, is logged with pickle instead, with a warning: a finished training is
+    never lost to its serialization, and no version is registered that serves other numbers.
     """
     check_serialization_format(serialization_format)
     silence_unactionable_messages()  # torch.export's notes on the built-in networks
@@ -100,23 +119,28 @@ def log_and_register(
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id):
         fmt = serialization_format
-        try:
-            info = _log_model(model, signature, input_example, model_name, fmt)
-        except Exception as error:
-            # torch.export raises many types for untraceable code, all torch's own
-            if fmt != "pt2" or not type(error).__module__.startswith("torch"):
-                raise
-            print(
-                f"warning: torch.export cannot trace {type(net).__name__} "
-                f"({type(error).__name__}: {str(error).splitlines()[0][:300]}); the model is "
-                "logged with pickle instead, which loads only where its class can be "
-                "imported. Set registry.serialization_format=pickle to skip the attempt.",
-                file=sys.stderr,
-            )
-            fmt = "pickle"
-            info = _log_model(model, signature, input_example, model_name, fmt)
+        if fmt == "pt2":
+            try:
+                info = _log_model(model, signature, input_example, fmt)
+                problem = reproduction_problem(info.model_uri, model, input_example)
+            except Exception as error:
+                # torch.export raises many types for untraceable code, all torch's own
+                if not type(error).__module__.startswith("torch"):
+                    raise
+                problem = f"torch.export cannot trace {type(net).__name__} ({_first_line(error)})"
+            if problem:
+                print(
+                    f"warning: {problem}; the model is logged with pickle instead, which loads "
+                    "only where its class can be imported. Set "
+                    "registry.serialization_format=pickle to skip the attempt.",
+                    file=sys.stderr,
+                )
+                fmt = "pickle"
+        if fmt == "pickle":
+            info = _log_model(model, signature, input_example, fmt)
+        registered = mlflow.register_model(info.model_uri, model_name)
         client = mlflow.MlflowClient(tracking_uri)
-        version = str(info.registered_model_version)
+        version = str(registered.version)
         tags = {**version_tags, "run_id": run_id, "serialization_format": fmt}
         for key, value in tags.items():
             client.set_model_version_tag(model_name, version, key, value)

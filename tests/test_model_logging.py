@@ -108,6 +108,13 @@ def test_a_network_the_exported_graph_cannot_reproduce_is_logged_with_pickle(
     assert re.search(reason, warning), warning
     assert "logged with pickle instead" in warning
     assert version.tags["serialization_format"] == "pickle"
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_run(version.run_id).info.experiment_id
+    logged = client.search_logged_models(
+        [experiment], filter_string=f"source_run_id = '{version.run_id}'"
+    )
+    usable = [m.model_id for m in logged if m.status.name == "READY"]
+    assert [f"models:/{model_id}" for model_id in usable] == [version.source], version.source
     loaded = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
     for count in (1, 5):
         x = samples(count)

@@ -123,6 +123,8 @@ def log_and_register(
             try:
                 info = _log_model(model, signature, input_example, fmt)
                 problem = reproduction_problem(info.model_uri, model, input_example)
+                if problem:  # not left in the run beside the one registered
+                    mlflow.MlflowClient(tracking_uri).delete_logged_model(info.model_id)
             except Exception as error:
                 # torch.export raises many types for untraceable code, all torch's own
                 if not type(error).__module__.startswith("torch"):

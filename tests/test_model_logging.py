@@ -23,24 +23,22 @@ from mlops.models.inference import (
 from mlops.registry.register import log_and_register
 
 
-class BranchesOnValues(nn.Module):
-    """A branch on a tensor's value: torch.export cannot trace it."""
-
+class LinearOnDigits(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.linear = nn.Linear(64, 10)
+
+
+class BranchesOnValues(LinearOnDigits):
+    """A branch on a tensor's value: torch.export cannot trace it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.linear(x.flatten(1))
         return logits if logits.sum() > 0 else -logits
 
 
-class BranchesOnBatchSize(nn.Module):
+class BranchesOnBatchSize(LinearOnDigits):
     """Eager, any batch size works; torch.export keeps the branch it saw (batch >= 4)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(64, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.linear(x.flatten(1))

@@ -27,6 +27,7 @@ from mlops.tracking.run import (
     log_plots,
     log_resume,
 )
+from mlops.tracking.sweep import close_sweep, nest_in_sweep
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -64,6 +65,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
     # The trainer knows the global rank (even before DDP starts its processes): only rank
     # zero creates the run, so N processes still make one run.
     trainer = training.build_trainer(cfg, logger, resume and resume.checkpoint.parent)
+    sweep_run = None  # under -m: the sweep's MLflow run, this job's run nested in it
     if trainer.is_global_zero:
         if resumed:
             log_resume(logger, cfg, resume.step, resumed.resume_tags)
@@ -71,6 +73,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
         else:
             log_config(logger, cfg)
             log_environment(logger)
+            sweep_run = nest_in_sweep(logger)
 
     # 3. Fit (from the checkpoint when resuming), then test the best checkpoint.
     try:
@@ -103,6 +106,8 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     )
     except BaseException:
         logger.finalize("failed")
+        if sweep_run:
+            close_sweep(logger.experiment, sweep_run, failed=True)
         if trainer.is_global_zero and (
             hint := training.resume_hint(trainer, training.hydra_overrides())
         ):

@@ -1,0 +1,167 @@
+"""A Hydra sweep (`-m`) as one MLflow parent run, with each job's run nested under it.
+
+The MLflow UI then shows the sweep as one expandable row, and the parent keeps the sweep's
+command and a table of its jobs. The parent is created by the first job that gets as far as
+creating its own run (under a lock in the sweep folder, so parallel launchers make one), not
+when the sweep starts: a sweep whose jobs are all refused leaves no run behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+SWEEP_DIR_TAG = "mlops.sweep_dir"
+RUN_TYPE_TAG = "mlops.run_type"  # also marks the gate's evaluation runs: not a training
+PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
+JOBS_TABLE = "sweep/jobs.json"
+# val/acc_best to choose by (choosing by a test metric would overfit the test split), and
+# the test metrics of each job's best checkpoint
+TABLE_METRICS = ("val/acc_best", "test/acc", "test/f1", "test/loss")
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    sweep_dir: Path
+    job_num: int
+
+
+def current_sweep_job() -> SweepJob | None:
+    """This job's place in a Hydra multirun; None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    return SweepJob(Path(hydra_cfg.sweep.dir).resolve(), int(hydra_cfg.job.num))
+
+
+def _sweep_command(sweep_dir: Path) -> str:
+    """The sweep's own overrides (`model=mlp,cnn`), from the config Hydra saves there."""
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        return "(unknown)"
+    overrides = OmegaConf.load(saved).hydra.overrides.task
+    return " ".join(overrides) if overrides else "(none)"
+
+
+def _find_parents(client, sweep_dir: Path, experiment_ids: list[str]) -> list:
+    """The sweep's parent runs: one per experiment its jobs logged to (MLflow nests runs only
+    within an experiment, so a sweep over `data=` gets one parent in each)."""
+    return client.search_runs(
+        experiment_ids,
+        filter_string=f"tags.`{SWEEP_DIR_TAG}` = '{sweep_dir}' and tags.`{RUN_TYPE_TAG}` = 'sweep'",
+    )
+
+
+def _create_parent(client, experiment_id: str, sweep_dir: Path):
+    return client.create_run(
+        experiment_id,
+        run_name=f"sweep {sweep_dir.name}",
+        tags={
+            RUN_TYPE_TAG: "sweep",
+            SWEEP_DIR_TAG: str(sweep_dir),
+            "hydra.overrides": _sweep_command(sweep_dir),
+        },
+    )
+
+
+def join_sweep(client, run_id: str, experiment_id: str, job: SweepJob):
+    """Nest the run under its sweep's parent run, creating the parent if this job is the
+    first; returns the parent run."""
+    from filelock import FileLock
+    from mlflow.entities import RunTag
+
+    job.sweep_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(job.sweep_dir / ".mlflow-sweep.lock"):
+        parents = _find_parents(client, job.sweep_dir, [experiment_id])
+        parent = parents[0] if parents else _create_parent(client, experiment_id, job.sweep_dir)
+    tags = {
+        PARENT_TAG: parent.info.run_id,
+        SWEEP_DIR_TAG: str(job.sweep_dir),
+        "hydra.job_num": str(job.job_num),
+    }
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    return parent
+
+
+def nest_in_sweep(logger):
+    """Under `-m`, nest the logger's new run in its sweep's run and return that run."""
+    job = current_sweep_job()
+    if job is None:
+        return None
+    return join_sweep(logger.experiment, logger.run_id, logger.experiment_id, job)
+
+
+def close_sweep(client, parent, failed: bool = False) -> list[dict[str, Any]]:
+    """Log the table of the sweep's jobs so far on its run and end that run: FAILED when
+    a job failed (which stops a Hydra sweep)."""
+    rows = jobs_table(client, parent.info.run_id, parent.info.experiment_id)
+    if rows:
+        import pandas as pd
+
+        client.log_table(parent.info.run_id, pd.DataFrame(rows), JOBS_TABLE)
+    failed = failed or any(row["status"] != "FINISHED" for row in rows)
+    client.set_terminated(parent.info.run_id, "FAILED" if failed else "FINISHED")
+    return rows
+
+
+def jobs_table(client, parent_id: str, experiment_id: str) -> list[dict[str, Any]]:
+    """One row per job: its run, overrides, metrics and registered version."""
+    children = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'"
+    )
+    children = sorted(children, key=lambda r: int(r.data.tags.get("hydra.job_num", -1)))
+    overrides = [run.data.tags.get("hydra.overrides", "").split() for run in children]
+    shared = set.intersection(*map(set, overrides)) if len(overrides) > 1 else set()
+    rows = []
+    for run, job_overrides in zip(children, overrides, strict=True):
+        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        rows.append(
+            {
+                "job": int(run.data.tags.get("hydra.job_num", -1)),
+                # what sets the jobs apart; the parent's hydra.overrides has the rest
+                "overrides": " ".join(o for o in job_overrides if o not in shared) or "(same)",
+                "status": run.info.status,
+                **{k: v for k, v in sorted(run.data.metrics.items()) if k in TABLE_METRICS},
+                "model": ", ".join(f"{v.name}/{v.version}" for v in versions) or "-",
+                "run_id": run.info.run_id,
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [
+        [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+        for row in rows
+    ]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    lines = [columns, *cells]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+class SweepRun(Callback):
+    """Hydra callback (conf/hydra/default.yaml): when a sweep ends, its parent run gets the
+    table of its jobs and is marked finished, and the table is printed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow import MlflowClient
+
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        client = MlflowClient(config.logger.tracking_uri)
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+        for parent in _find_parents(client, sweep_dir, experiment_ids) if experiment_ids else []:
+            rows = close_sweep(client, parent)
+            print(
+                f"sweep: {len(rows)} jobs in MLflow run {parent.info.run_name!r} "
+                f"({parent.info.run_id}), table {JOBS_TABLE}\n{format_table(rows)}"
+            )

@@ -127,17 +127,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
     )
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        result = train(cfg)
-    except MlopsError as error:  # the user's to fix: the message says how, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except SIGTERMException:  # Lightning's stop on SIGTERM exits 0: say it was stopped
-        sys.exit(128 + signal.SIGTERM)
-    if not result.is_global_zero:  # rank zero reports for the whole job
-        return None
+def report(result: training.TrainingResult) -> None:
     print(
         f"run {result.run_id}: "
         + ", ".join(
@@ -149,7 +139,21 @@ def main(cfg: DictConfig) -> float | None:
     if result.gate:
         verdict = "promoted to @champion" if result.gate.decision.promote else "not promoted"
         print(f"gate: {verdict}: {result.gate.decision.reason}")
-    return result.metrics.get("test/acc")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        result = train(cfg)
+        if not result.is_global_zero:  # rank zero reports for the whole job
+            return None
+        report(result)
+        return training.optimized_value(cfg, result.metrics)  # for an optimizing sweeper
+    except MlopsError as error:  # the user's to fix: the message says how, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except SIGTERMException:  # Lightning's stop on SIGTERM exits 0: say it was stopped
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
+from mlops import training
 from mlops.data.arrays import save_npz_reproducibly
 from mlops.errors import DataError, ModelConfigError
 from mlops.tracking.lineage import dvc_data_hash, file_md5
 from pipelines.train import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, compose_config
 
 
 def artifact_paths(client: mlflow.MlflowClient, run_id: str, path: str = "") -> set[str]:
@@ -76,6 +77,9 @@ def test_training_is_one_tracked_run_and_one_new_version(
         assert key in run.data.metrics
         assert run.data.metrics[key] == pytest.approx(result.metrics[key])
     assert 0.0 <= run.data.metrics["test/acc"] <= 1.0
+    # what a sweeper optimizes: the best validation accuracy, never a test metric
+    val_acc = [m.value for m in client.get_metric_history(result.run_id, "val/acc")]
+    assert training.optimized_value(cfg, result.metrics) == pytest.approx(max(val_acc))
 
     # artifacts: config, best checkpoint, plots
     artifacts = artifact_paths(client, result.run_id)
@@ -211,3 +215,10 @@ def test_user_csv_trains_and_registers(make_cfg, tmp_path: Path) -> None:
     result = train(make_cfg("data=files", "data.name=blobs", f"data.path={path}", "model=mlp"))
     assert result.model_name == "blobs-mlp"
     assert result.model_version is not None
+
+
+def test_an_optimized_metric_that_was_not_logged_names_the_ones_that_were() -> None:
+    cfg = compose_config(["optimized_metric=val/accuracy"])
+    with pytest.raises(ModelConfigError, match=r"optimized_metric=val/accuracy .* val/acc, "):
+        training.optimized_value(cfg, {"val/acc": 0.9, "val/loss": 0.3})
+    assert training.optimized_value(compose_config(["optimized_metric=null"]), {}) is None

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from mlops.data.files import FilesDataModule
-from mlops.errors import LaunchError, MlopsError
+from mlops.errors import LaunchError, MlopsError, ModelConfigError
 from mlops.models.classifier import Classifier
 from mlops.quiet import silence_unactionable_messages
 from mlops.registry.evaluate import Evaluator
@@ -165,6 +165,19 @@ def end_distributed() -> None:
 
 def metrics_as_floats(trainer: L.Trainer) -> dict[str, float]:
     return {key: float(value) for key, value in trainer.callback_metrics.items()}
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """What the job returns to an optimizing sweeper: `optimized_metric` of its metrics."""
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name not in metrics:
+        raise ModelConfigError(
+            f"optimized_metric={name} was not logged by this training; logged: "
+            f"{', '.join(sorted(metrics))}. Set optimized_metric to one of them"
+        )
+    return metrics[name]
 
 
 def check_registry_config(cfg: DictConfig) -> None:

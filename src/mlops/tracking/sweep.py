@@ -128,7 +128,7 @@ def jobs_table(client, parent_id: str, experiment_id: str) -> list[dict[str, Any
                 # what sets the jobs apart; the parent's hydra.overrides has the rest
                 "overrides": " ".join(o for o in job_overrides if o not in shared) or "(same)",
                 "status": run.info.status,
-                **{k: v for k, v in sorted(run.data.metrics.items()) if k in TABLE_METRICS},
+                **{k: run.data.metrics[k] for k in TABLE_METRICS if k in run.data.metrics},
                 "model": ", ".join(f"{v.name}/{v.version}" for v in versions) or "-",
                 "run_id": run.info.run_id,
             }

@@ -15,6 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+import pipelines.train
 from mlops.tracking.resume import RUN_ID_KEY, ResumeError, config_changes, read_resume_point
 from pipelines.train import train
 from tests.conftest import ROOT
@@ -135,6 +136,37 @@ def test_interrupted_training_resumes_into_its_run(
     for key in ("train/loss", "val/loss", "val/acc"):
         assert values(client, run_id, key) == values(client, uninterrupted.run_id, key), key
     assert run.data.metrics["test/acc"] == uninterrupted.metrics["test/acc"]
+
+
+def test_a_job_that_failed_after_training_finishes_without_training_again(
+    make_cfg, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Early stopping ended the training, then registering failed: the resume tests and
+    registers that training, and trains no further epoch (Lightning keeps no `should_stop`
+    in its checkpoints)."""
+    client = mlflow.MlflowClient(tracking_uri)
+    # lr 0: val/acc never improves after the first epoch, so patience 1 stops at 2 of 4 epochs
+    early_stopped = [*MODEL, "optimizer.lr=0", "callbacks.early_stopping.patience=1"]
+
+    def registry_down(*args, **kwargs):
+        raise ConnectionError("registry unreachable")
+
+    monkeypatch.setattr(pipelines.train, "log_and_register", registry_down)
+    with pytest.raises(ConnectionError):
+        train(make_cfg(*early_stopped))  # output-0
+    last = tmp_path / "output-0" / "checkpoints" / "last.ckpt"
+    hint = capsys.readouterr().err
+    assert "the job failed after its 2 epochs of training" in hint
+    assert hint.rstrip().endswith(f"ckpt_path={last}")
+    run_id = read_resume_point(str(last)).run_id
+    assert client.get_run(run_id).info.status == "FAILED"
+    monkeypatch.undo()
+
+    result = train(make_cfg(*early_stopped, f"ckpt_path={last}"))
+    assert result.run_id == run_id
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert len(client.get_metric_history(run_id, "val/acc")) == 2  # no third epoch
+    assert client.get_model_version("resume-test", result.model_version).run_id == run_id
 
 
 def values(client: mlflow.MlflowClient, run_id: str, key: str) -> list[float]:

@@ -12,13 +12,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from omegaconf import DictConfig
 from torch import nn
 
 from mlops.data.files import FilesDataModule
-from mlops.errors import LaunchError, MlopsError, ModelConfigError
+from mlops.errors import LaunchError, MlopsError
 from mlops.models.classifier import Classifier
 from mlops.quiet import silence_unactionable_messages
 from mlops.registry.evaluate import Evaluator
@@ -149,9 +150,16 @@ def resume_hint(trainer: L.Trainer, overrides: list[str]) -> str | None:
     if last is None:
         return None
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra."))]
+    command = " ".join([*kept, f"ckpt_path={last}"])
+    if trainer.state.fn == TrainerFn.FITTING and trainer.state.status != TrainerStatus.FINISHED:
+        return (
+            f"training stopped in epoch {trainer.current_epoch}; to resume it in the same "
+            f"MLflow run, run it again with these overrides: {command}"
+        )
     return (
-        f"training stopped in epoch {trainer.current_epoch}; to resume it in the same MLflow "
-        f"run, run it again with these overrides: {' '.join([*kept, f'ckpt_path={last}'])}"
+        f"the job failed after its {trainer.current_epoch} epochs of training; to finish it "
+        f"(test, register) in the same MLflow run without training again, run it again with "
+        f"these overrides: {command}"
     )
 
 
@@ -168,16 +176,20 @@ def metrics_as_floats(trainer: L.Trainer) -> dict[str, float]:
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
-    """What the job returns to an optimizing sweeper: `optimized_metric` of its metrics."""
+    """What the job returns to an optimizing sweeper: `optimized_metric` of its metrics. A
+    name this job did not log (a typo; a resume with no epoch left to train) is a warning,
+    not a failure: the training itself succeeded."""
     name = cfg.get("optimized_metric")
     if name is None:
         return None
-    if name not in metrics:
-        raise ModelConfigError(
-            f"optimized_metric={name} was not logged by this training; logged: "
-            f"{', '.join(sorted(metrics))}. Set optimized_metric to one of them"
-        )
-    return metrics[name]
+    if name in metrics:
+        return metrics[name]
+    warnings.warn(
+        f"optimized_metric={name} was not logged by this job, so it returns nothing to a "
+        f"sweeper; logged: {', '.join(sorted(metrics))}",
+        stacklevel=2,
+    )
+    return None
 
 
 def check_registry_config(cfg: DictConfig) -> None:

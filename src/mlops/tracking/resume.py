@@ -28,6 +28,7 @@ from mlops.tracking.run import CONFIG_ARTIFACT
 
 RUN_ID_KEY = "mlops_mlflow_run_id"
 RNG_KEY = "mlops_rng_states"
+FIT_STOPPED_KEY = "mlops_fit_stopped"  # early stopping (or another callback) ended the fit
 # Their state is restored from the checkpoint: a different config would not be what runs.
 RESTORED_GROUPS = ("model", "optimizer", "scheduler")
 # Differ on every launch by construction, as does every path inside the output folder.
@@ -56,12 +57,14 @@ class LatestCheckpoint(L.Callback):
 
     def __init__(self, dirpath: str) -> None:
         self.path = Path(dirpath).expanduser().resolve() / self.FILENAME
+        self.resumes_a_stopped_fit = False
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[RUN_ID_KEY] = getattr(trainer.logger, "run_id", None)
         checkpoint[RNG_KEY] = rng_states()
+        checkpoint[FIT_STOPPED_KEY] = trainer.should_stop
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
@@ -71,8 +74,24 @@ class LatestCheckpoint(L.Callback):
         # zero's states, which equal its own: all ranks are seeded alike and draw alike.
         if RNG_KEY in checkpoint:
             set_rng_states(checkpoint[RNG_KEY])
+        self.resumes_a_stopped_fit = bool(checkpoint.get(FIT_STOPPED_KEY))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning does not keep `should_stop`: a training that early stopping had ended, and
+        # that failed afterwards (testing, registering), would train one more epoch on resume.
+        if self.resumes_a_stopped_fit:
+            trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Early stopping may decide in its own on_train_epoch_end, after this callback's:
+        # written once more, last.ckpt records that the training was stopped.
+        if trainer.should_stop:
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
         partial = self.path.with_suffix(".ckpt.partial")
         # every rank calls it, rank zero writes; the full state, said explicitly (left unset,
         # Lightning logs a line per call)

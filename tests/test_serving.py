@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops.errors import DeployError, RegistryError
-from mlops.serving.deploy import deploy
+from mlops.serving.deploy import bento_name, deploy
 from pipelines.train import train
 from tests.servers import free_port
 
@@ -210,3 +210,33 @@ def test_deploying_a_version_the_service_cannot_serve_builds_nothing(
             deploy(make_cfg(), name, "1")
     assert {str(b.tag) for b in bentoml.bentos.list()} == before
     assert {str(m.tag) for m in bentoml.models.list()} == models_before
+
+
+NAMES = ["digits-cnn", "Digits-CNN", "Digits CNN", "digits cnn", "-x-", "ü", "a" * 100, "a" * 99]
+
+
+def test_every_registered_name_gets_its_own_valid_bentoml_name() -> None:
+    assert bento_name("digits-cnn") == "digits-cnn"  # valid names stay as they are
+    names = [bento_name(name) for name in NAMES]
+    assert len(set(names)) == len(NAMES)  # BentoML lowercases: Digits-CNN != digits-cnn
+    for name in names:
+        assert name == name.lower()
+        bentoml.Tag(f"{name}-service", "v1")  # raises on an invalid or too long name
+
+
+def test_names_that_differ_only_in_case_deploy_to_their_own_models(
+    make_cfg, tracking_uri: str
+) -> None:
+    cfg = make_cfg("model=mlp", "registry.model_name=Case-Check", "registry.gate.enabled=false")
+    result = train(cfg)
+    source = MlflowClient(tracking_uri).get_model_version("Case-Check", result.model_version)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.register_model(source.source, "case-check")  # same weights, another model
+
+    deployed = {name: deploy(cfg, name, "1") for name in ("Case-Check", "case-check")}
+    assert deployed["case-check"].bento_model_tag == "case-check:v1"
+    assert deployed["Case-Check"].bento_model_tag != "case-check:v1"
+    for name, result in deployed.items():
+        stored = bentoml.models.get(result.bento_model_tag)
+        assert stored.info.labels["registered_model"] == name
+        assert bentoml.bentos.get(result.bento_tag).info.labels["registered_model"] == name

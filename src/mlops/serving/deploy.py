@@ -5,7 +5,9 @@ anything is imported or built."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from importlib.metadata import version as installed
@@ -20,6 +22,10 @@ from mlops.serving.deployment import Deployment
 
 SERVICE_ENTRY = "from mlops.serving.service import ClassifierService  # noqa: F401\n"
 LAST_BENTO_FILE = "LAST_BENTO"
+BENTO_SUFFIX = "-service"
+# BentoML names: lowercase alphanumerics, '.', '_', '-', alphanumeric at both ends, at most
+# 63 characters, which the Bento's name (this plus BENTO_SUFFIX) must also fit in
+BENTO_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,53}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,17 @@ class DeployResult:
     bento_model_tag: str
     build_context: Path
     deployment: Deployment
+
+
+def bento_name(model_name: str) -> str:
+    """The registered model's name in BentoML's stores. MLflow allows names BentoML does
+    not (`Digits CNN`), and BentoML lowercases, so `Digits-CNN` and `digits-cnn` would share
+    one stored model and serve each other's versions. A name that must change keeps a
+    readable form and gets a hash of the exact name."""
+    if BENTO_NAME.fullmatch(model_name):
+        return model_name
+    readable = re.sub(r"[^a-z0-9._-]+", "-", model_name.lower())[:45].strip("-._") or "model"
+    return f"{readable}-{hashlib.sha256(model_name.encode()).hexdigest()[:8]}"
 
 
 def use_project_bentoml_home(cfg: DictConfig) -> Path:
@@ -81,8 +98,9 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     use_project_bentoml_home(cfg)
     import bentoml
 
+    stored_name = bento_name(model_name)
     deployment = Deployment(
-        bento_model_tag=f"{model_name}:v{number}",
+        bento_model_tag=f"{stored_name}:v{number}",
         model_name=model_name,
         model_version=number,
         alias=ref.removeprefix("@") if not str(ref).isdigit() else "",
@@ -109,18 +127,18 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     }
     _import_model(deployment.bento_model_tag, model_uri, labels)
 
-    context = Path(cfg.paths.bento_build_dir) / f"{model_name}-v{number}"
+    context = Path(cfg.paths.bento_build_dir) / f"{stored_name}-v{number}"
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     (context / "service.py").write_text(SERVICE_ENTRY)
     deployment.write(context)
 
-    bento_tag = f"{model_name}-service:v{number}"
+    bento_tag = f"{stored_name}{BENTO_SUFFIX}:v{number}"
     with contextlib.suppress(bentoml.exceptions.NotFound):
         bentoml.bentos.delete(bento_tag)  # redeploying a version rebuilds its Bento
     bento = bentoml.bentos.build(
         "service:ClassifierService",
-        name=f"{model_name}-service",
+        name=f"{stored_name}{BENTO_SUFFIX}",
         version=f"v{number}",
         build_ctx=str(context),
         include=["service.py", "deployment.json"],

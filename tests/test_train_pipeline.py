@@ -193,6 +193,8 @@ def test_shape_the_model_cannot_take_fails_before_a_run(
     [
         ("registry.serialization_format=onnx", "registry.serialization_format='onnx'"),
         ("registry.gate.direction=up", "registry.gate.direction='up'"),
+        ("registry.model_name='team/digits'", "name 'team/digits' is not one MLflow accepts"),
+        ("data.name='digits:v2'", "name 'digits:v2-cnn' is not one MLflow accepts"),
     ],
 )
 def test_registry_settings_are_checked_before_a_run(

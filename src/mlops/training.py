@@ -25,7 +25,11 @@ from mlops.quiet import silence_unactionable_messages
 from mlops.registry.evaluate import Evaluator
 from mlops.registry.gate import GateRule
 from mlops.registry.promotion import GateOutcome, run_gate
-from mlops.registry.register import check_serialization_format, default_model_name
+from mlops.registry.register import (
+    check_model_name,
+    check_serialization_format,
+    default_model_name,
+)
 from mlops.tracking.resume import (
     LatestCheckpoint,
     ResumePoint,
@@ -72,7 +76,8 @@ def build_classifier(cfg: DictConfig, net: nn.Module, num_classes: int) -> Class
 
 
 def registered_model_name(cfg: DictConfig, net: nn.Module) -> str:
-    return cfg.registry.get("model_name") or default_model_name(cfg.data.name, net)
+    name = cfg.registry.get("model_name") or default_model_name(cfg.data.name, net)
+    return check_model_name(name) if cfg.register else name
 
 
 def hydra_overrides() -> list[str]:

@@ -28,6 +28,17 @@ def default_model_name(dataset: str, net: nn.Module) -> str:
     return f"{dataset}-{model_family(net)}"
 
 
+def check_model_name(name: str) -> str:
+    """MLflow's rule for registered names, checked before training rather than after it."""
+    if not name.strip() or "/" in name or ":" in name:
+        raise ModelConfigError(
+            f"registered model name {name!r} is not one MLflow accepts: it must not be empty "
+            "or contain '/' or ':'. Set registry.model_name (or data.name, which the default "
+            "name starts with)"
+        )
+    return name
+
+
 SERIALIZATION_FORMATS = ("pt2", "pickle")
 
 

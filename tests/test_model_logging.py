@@ -4,6 +4,7 @@ pyfunc's numbers."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -152,3 +153,48 @@ def test_lifted_forward_runs_only_programs_that_take_any_batch_size() -> None:
             torch.testing.assert_close(forward(x), net(x))
         with pytest.raises(ValueError, match=r"samples shaped \(1, 8, 9\); the model takes"):
             forward(torch.zeros(2, 1, 8, 9))
+
+
+class RunsOnLoad:
+    """A pickled object that creates a file when it is unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (self.marker.touch, ())
+
+
+def test_a_pt2_archive_carrying_a_pickled_object_is_refused_before_it_runs(
+    tmp_path: Path,
+) -> None:
+    """torch.export.load would unpickle it in full (it falls back from the restricted
+    unpickler); the service's loader has MLflow refuse the archive first."""
+    import zipfile
+
+    from mlflow.exceptions import MlflowException
+
+    model_dir = tmp_path / "model"
+    mlflow.pytorch.save_model(
+        LinearOnDigits().linear, str(model_dir), serialization_format="pt2",
+        input_example=np.zeros((2, 64), dtype=np.float32),
+    )  # fmt: skip
+    archive = model_dir / "data" / "model.pt2"
+    marker = tmp_path / "payload-ran"
+    crafted = tmp_path / "crafted.pt2"
+    with zipfile.ZipFile(archive) as original, zipfile.ZipFile(crafted, "w") as copy:
+        for record in original.infolist():
+            payload = original.read(record)
+            if record.filename.endswith("sample_inputs/model.pt"):
+                payload = tmp_path / "payload.pt"
+                torch.save({"inputs": RunsOnLoad(marker)}, payload)
+                payload = payload.read_bytes()
+            copy.writestr(record, payload)
+    crafted.replace(archive)
+
+    with pytest.raises(MlflowException, match="not a pickle-free payload"):
+        load_probability_model(model_dir)
+    assert not marker.exists()
+    with contextlib.suppress(Exception):  # what the check prevents: the object is unpickled
+        torch.export.load(archive)  # (then the load fails, too late)
+    assert marker.exists()

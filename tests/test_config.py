@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError
 
 from mlops.distributed.strategy import EvalBufferSyncDDPStrategy
-from mlops.training import reruns_script_per_process
+from mlops.errors import LaunchError
+from mlops.training import check_launch, reruns_script_per_process
 from tests.conftest import CONFIG_DIR, ROOT, compose_config
 
 GROUP_OPTIONS = {
@@ -69,6 +70,18 @@ def test_ddp_presets_say_how_they_start_processes(overrides: list[str], reruns: 
     assert reruns_script_per_process(strategy) is reruns
     if isinstance(strategy, DictConfig):  # the DDP presets build a real strategy
         assert isinstance(instantiate(strategy), EvalBufferSyncDDPStrategy)
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp", "ddp_spawn"])
+def test_a_gpu_trainer_without_a_gpu_is_refused_naming_the_cpu_presets(
+    trainer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only box
+    with pytest.raises(LaunchError, match=r"needs a CUDA GPU.*trainer=cpu, or trainer=ddp_cpu"):
+        check_launch(compose_config([f"trainer={trainer}"]))
+    check_launch(compose_config(["trainer=cpu"]))  # CPU trainers go on
 
 
 @pytest.mark.parametrize("experiment", GROUP_OPTIONS["experiment"])

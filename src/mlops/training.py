@@ -86,11 +86,20 @@ def hydra_overrides() -> list[str]:
 
 
 def check_launch(cfg: DictConfig) -> None:
-    """Launches that cannot work under Hydra multirun, refused before anything is created:
-    DDP's `popen` start re-runs the script once per extra process, so each copy would start
-    the whole sweep again; and a resume continues one run, which every job of a sweep would
-    then train at once."""
+    """Launches that cannot work, refused before anything is created: a GPU trainer where
+    torch sees no GPU; and, under Hydra multirun, DDP's `popen` start, which re-runs the
+    script once per extra process, so each copy would start the whole sweep again, and a
+    resume, which continues one run that every job of a sweep would then train at once."""
+    import torch
     from hydra.types import RunMode
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise LaunchError(
+            f"trainer.accelerator={accelerator} needs a CUDA GPU, and torch {torch.__version__} "
+            "sees none (a CPU build of torch, or no driver): train on the CPU with "
+            "trainer=cpu, or trainer=ddp_cpu for DDP"
+        )
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun and cfg.get("ckpt_path"):

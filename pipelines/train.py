@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import hydra
 import lightning as L
@@ -26,6 +27,7 @@ from mlops.tracking.run import (
     log_environment,
     log_plots,
     log_resume,
+    ui_link,
 )
 from mlops.tracking.sweep import close_sweep, nest_in_sweep
 
@@ -118,6 +120,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
     return training.TrainingResult(
         metrics=metrics,
         run_id=logger.run_id,
+        experiment_id=logger.experiment_id,
         is_global_zero=trainer.is_global_zero,
         model_name=model_name,
         model_version=version and str(version.version),
@@ -127,15 +130,18 @@ def train(cfg: DictConfig) -> training.TrainingResult:
     )
 
 
-def report(result: training.TrainingResult) -> None:
+def report(result: training.TrainingResult, tracking_uri: str) -> None:
     print(
         f"run {result.run_id}: "
         + ", ".join(
             f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()) if k.startswith("test/")
         )
     )
+    print(f"  {ui_link(tracking_uri, f'experiments/{result.experiment_id}/runs/{result.run_id}')}")
     if result.model_version:
         print(f"registered {result.model_name} version {result.model_version}")
+        page = f"models/{quote(result.model_name)}/versions/{result.model_version}"
+        print(f"  {ui_link(tracking_uri, page)}")
     if result.gate:
         verdict = "promoted to @champion" if result.gate.decision.promote else "not promoted"
         print(f"gate: {verdict}: {result.gate.decision.reason}")
@@ -147,7 +153,7 @@ def main(cfg: DictConfig) -> float | None:
         result = train(cfg)
         if not result.is_global_zero:  # rank zero reports for the whole job
             return None
-        report(result)
+        report(result, cfg.logger.tracking_uri)
         return training.optimized_value(cfg, result.metrics)  # for an optimizing sweeper
     except MlopsError as error:  # the user's to fix: the message says how, no traceback
         print(f"error: {error}", file=sys.stderr)

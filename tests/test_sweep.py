@@ -72,6 +72,10 @@ def test_a_sweep_is_one_parent_run_with_its_jobs_nested_and_tabled(tmp_path: Pat
     assert [row["val/acc_best"] for row in rows] == pytest.approx(
         [r.data.metrics["val/acc_best"] for r in jobs], abs=1e-9
     )
+    for run, row in zip(jobs, rows, strict=True):  # each job prints its pages in the UI
+        experiment = run.info.experiment_id
+        assert f"/#/experiments/{experiment}/runs/{run.info.run_id} (after make ui)" in job.stdout
+        assert f"/#/models/{row['model'].replace('/', '/versions/')} (after" in job.stdout
     summary = job.stdout[job.stdout.index("sweep: 2 jobs") :].splitlines()
     assert summary[1].split()[:2] == ["job", "overrides"]
     assert summary[2].split()[:3] == ["0", "seed=1", "FINISHED"]

@@ -49,6 +49,7 @@ class TrainingResult:
     epochs: int  # epochs actually trained (early stopping may end before max_epochs)
     gate: GateOutcome | None = None  # the promotion gate's outcome, when it ran
     is_global_zero: bool = True  # False in the other processes of a DDP job
+    experiment_id: str | None = None
 
 
 def load_data(cfg: DictConfig) -> FilesDataModule:

@@ -18,6 +18,17 @@ CURVE_METRICS = ("train/loss", "val/loss", "train/acc", "val/acc")
 CONFIG_ARTIFACT = "config/train.yaml"  # the resolved config a run started with
 
 
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` serves a local store
+
+
+def ui_link(tracking_uri: str, page: str) -> str:
+    """The MLflow UI page of a run or model version: on the tracking server, or on
+    `make ui` for a local store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/#/{page}"
+    return f"{UI_ADDRESS}/#/{page} (after make ui)"
+
+
 def artifact_location_for(tracking_uri: str, artifacts_dir: Path) -> str | None:
     """A project folder for a local database store (MLflow would otherwise use `./mlruns`
     of whatever directory the first run started in); a tracking server chooses its own."""

@@ -29,7 +29,7 @@ from mlops.tracking.run import (
     log_resume,
     ui_link,
 )
-from mlops.tracking.sweep import close_sweep, nest_in_sweep
+from mlops.tracking.sweep import fail_sweep, nest_in_sweep
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -108,12 +108,12 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     )
     except BaseException:
         logger.finalize("failed")
-        if sweep_run:
-            close_sweep(logger.experiment, sweep_run, failed=True)
         if trainer.is_global_zero and (
             hint := training.resume_hint(trainer, training.hydra_overrides())
         ):
             print(hint, file=sys.stderr)
+        if sweep_run:
+            fail_sweep(logger.experiment, sweep_run)
         raise
     finally:
         training.end_distributed()

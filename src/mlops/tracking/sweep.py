@@ -8,6 +8,7 @@ when the sweep starts: a sweep whose jobs are all refused leaves no run behind.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,15 @@ def close_sweep(client, parent, failed: bool = False) -> list[dict[str, Any]]:
     failed = failed or any(row["status"] != "FINISHED" for row in rows)
     client.set_terminated(parent.info.run_id, "FAILED" if failed else "FINISHED")
     return rows
+
+
+def fail_sweep(client, parent) -> None:
+    """Called by a failing job while it handles its own error, which must stay the one
+    reported: a store that cannot be reached only gets a warning here."""
+    try:
+        close_sweep(client, parent, failed=True)
+    except Exception as error:
+        warnings.warn(f"the sweep's run {parent.info.run_id} was not closed: {error}", stacklevel=2)
 
 
 def jobs_table(client, parent_id: str, experiment_id: str) -> list[dict[str, Any]]:

@@ -240,3 +240,20 @@ def test_names_that_differ_only_in_case_deploy_to_their_own_models(
         stored = bentoml.models.get(result.bento_model_tag)
         assert stored.info.labels["registered_model"] == name
         assert bentoml.bentos.get(result.bento_tag).info.labels["registered_model"] == name
+
+
+def test_a_version_number_reused_by_a_new_registration_deploys_its_own_weights(
+    make_cfg, tracking_uri: str
+) -> None:
+    """A registered model deleted and registered again numbers its versions from 1 again
+    (so does a recreated tracking store): deploying v1 must not reuse the first v1's import."""
+    cfg = make_cfg("model=mlp", "registry.model_name=renumbered", "registry.gate.enabled=false")
+    first = train(cfg)
+    deploy(cfg, "renumbered", "1")
+    MlflowClient(tracking_uri).delete_registered_model("renumbered")
+    second = train(make_cfg("model=mlp", "registry.model_name=renumbered", "seed=7"))
+    assert second.model_version == "1" and second.run_id != first.run_id
+
+    deployed = deploy(cfg, "renumbered", "1")
+    assert bentoml.models.get(deployed.bento_model_tag).info.labels["run_id"] == second.run_id
+    assert deployed.deployment.run_id == second.run_id

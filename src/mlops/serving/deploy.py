@@ -78,13 +78,21 @@ def _signature_shapes(model_uri: str) -> tuple[tuple[int, ...], int]:
 
 
 def _import_model(tag: str, model_uri: str, labels: dict[str, str]) -> None:
+    """Import a registered version once; a stored model under the same tag from another
+    run (a recreated tracking store numbers its versions from 1 again) is replaced, so the
+    Bento serves this version's weights and no other."""
     import bentoml
     from bentoml.exceptions import NotFound
 
     try:
-        bentoml.models.get(tag)  # the same registered version is imported once
+        stored = bentoml.models.get(tag)
     except NotFound:
-        bentoml.mlflow.import_model(tag, model_uri, labels=labels)
+        stored = None
+    if stored is not None and stored.info.labels == labels:
+        return
+    if stored is not None:
+        bentoml.models.delete(tag)
+    bentoml.mlflow.import_model(tag, model_uri, labels=labels)
 
 
 def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:

@@ -13,7 +13,7 @@ from dvc.repo import Repo
 
 from mlops.data.builtin import write_builtin_datasets
 from mlops.data.versioning import check_against_pin
-from mlops.tracking.lineage import dvc_data_hash
+from mlops.tracking.lineage import dvc_data_hash, file_md5, pin_status
 from tests.conftest import ROOT
 
 
@@ -100,3 +100,21 @@ def test_cli_prepares_data(tmp_path: Path) -> None:
     assert (tmp_path / "digits" / "digits.npz").read_bytes() == (
         ROOT / "data" / "digits" / "digits.npz"
     ).read_bytes()
+
+
+def test_runs_say_whether_they_trained_on_the_pinned_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    dvc_file = dvc_project(project)
+    data = project / "data" / "a.txt"
+    assert pin_status(project, data, file_md5(data)) == "unknown"  # no manifest in the cache
+    check_against_pin(dvc_file)  # what `make data` does: fills the cache
+    assert pin_status(project, data, file_md5(data)) == "true"
+    data.write_text("changed")
+    assert pin_status(project, data, file_md5(data)) == "false"
+    assert "a.txt differs from the version data.dvc pins" in capsys.readouterr().err
+    outside = tmp_path / "elsewhere.txt"  # e.g. data.path=/some/file.csv
+    outside.write_text("pinned")
+    assert pin_status(project, outside, file_md5(outside)) == "unknown"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -53,17 +54,52 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def pinned_file_md5(root: Path, data_file: Path) -> str | None:
+    """The md5 that DVC pins for `data_file` (read through DVC from the tracked folder's
+    manifest in its cache); None where DVC does not track the file, or its cache lacks the
+    manifest (a fresh clone before `make data`)."""
+    try:
+        relative = data_file.resolve().relative_to(root.resolve())
+    except ValueError:  # outside the project: not under its data.dvc
+        return None
+    try:
+        from dvc.api import DVCFileSystem
+
+        info = DVCFileSystem(str(root)).info(relative.as_posix())
+    except Exception:  # no DVC repo, an untracked path: DVC raises its own kinds
+        return None
+    return (info.get("dvc_info") or {}).get("md5")
+
+
+def pin_status(root: Path, data_file: Path, trained_md5: str) -> str:
+    """`true` when the file trained on has the bytes data.dvc pins, `false` (with a warning)
+    when it does not, `unknown` when DVC cannot say."""
+    pinned = pinned_file_md5(root, data_file)
+    if pinned is None:
+        return UNKNOWN
+    if pinned != trained_md5:
+        print(
+            f"warning: {data_file} differs from the version data.dvc pins (md5 {trained_md5}, "
+            f"pinned {pinned}); the run records the file's md5 and data.matches_pin=false. To "
+            "version this data: dvc add data && git add data.dvc && git commit",
+            file=sys.stderr,
+        )
+    return str(pinned == trained_md5).lower()
+
+
 def lineage_tags(
     root: Path, dvc_file: Path, data_file: Path, overrides: list[str], model_family: str
 ) -> dict[str, str]:
     """All lineage tags; `mlflow.source.git.commit` makes the MLflow UI show the commit."""
     git = git_state(root)
+    trained_md5 = file_md5(data_file)
     return {
         **git,
         "mlflow.source.git.commit": git["git.commit"],
         "data.dvc_md5": dvc_data_hash(dvc_file),
         "data.file": str(data_file),
-        "data.file_md5": file_md5(data_file),
+        "data.file_md5": trained_md5,
+        "data.matches_pin": pin_status(root, data_file, trained_md5),
         "hydra.overrides": " ".join(overrides) if overrides else "(none)",
         "model.family": model_family,
     }

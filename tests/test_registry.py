@@ -199,6 +199,7 @@ def test_cli_history_show_evaluate_and_errors(
     show = run_cli("registry", "show", f"{name}@champion", tracking_uri=tracking_uri)
     assert show.returncode == 0, show.stderr
     assert "git commit" in show.stdout and "pip-freeze.txt" in show.stdout
+    assert "data matches pin" in show.stdout
     evaluate = run_cli(
         "evaluate", name, "--version", "1", f"data.path={digits_file}", tracking_uri=tracking_uri
     )

@@ -52,6 +52,7 @@ def lineage_table(client: MlflowClient, version: ModelVersion) -> Table:
         "git dirty": version.tags.get("git.dirty", "-"),
         "data (data.dvc md5)": version.tags.get("data.dvc_md5", "-"),
         "data file md5": version.tags.get("data.file_md5", "-"),
+        "data matches pin": version.tags.get("data.matches_pin", "-"),
         "overrides": version.tags.get("hydra.overrides", "-"),
         "config": f"{artifacts}/config/train.yaml",
         "environment": f"{artifacts}/environment/pip-freeze.txt",

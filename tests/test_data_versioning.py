@@ -23,6 +23,8 @@ def test_make_data_reproduces_the_pinned_bytes() -> None:
     assert check.matches, check.describe(ROOT / "data.dvc")
     with Repo(str(ROOT)) as repo:  # the cache is filled, so DVC itself agrees
         assert repo.status(targets=["data.dvc"]) == {}
+    digits = ROOT / "data" / "digits" / "digits.npz"  # what runs of the default config read
+    assert pin_status(ROOT, digits, file_md5(digits)) == "true"
 
 
 def dvc_project(tmp_path: Path) -> Path:

@@ -59,6 +59,7 @@ def test_gate_promotes_better_refuses_worse_and_honours_min_delta(
     )
     assert version.tags["gate.champion_version"] == "2"
     assert version.tags["gate.data_md5"] == version.tags["data.dvc_md5"]
+    assert version.tags["gate.data_matches_pin"] == "unknown"  # scored on a copy, untracked
     evaluation = client.get_run(version.tags["evaluation.run_id"])
     assert evaluation.data.tags["mlops.run_type"] == "evaluation"
     assert evaluation.data.tags["gate.decision"] == "rejected"

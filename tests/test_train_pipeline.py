@@ -100,6 +100,7 @@ def test_training_is_one_tracked_run_and_one_new_version(
     assert tags["model.family"] == family
     assert tags["data.dvc_md5"] == dvc_data_hash(ROOT / "data.dvc") != "unknown"
     assert tags["data.file_md5"] == file_md5(digits_file)
+    assert tags["data.matches_pin"] == "unknown"  # a copy outside the project, untracked
     assert tags["git.commit"] == tags["mlflow.source.git.commit"]
     assert tags["git.dirty"] in {"true", "false", "unknown"}
     assert tags["tags"] == "smoke"
@@ -110,6 +111,7 @@ def test_training_is_one_tracked_run_and_one_new_version(
     assert version.run_id == result.run_id
     assert version.tags["run_id"] == result.run_id
     assert version.tags["data.dvc_md5"] == tags["data.dvc_md5"]
+    assert version.tags["data.matches_pin"] == "unknown"
     assert version.tags["git.commit"] == tags["git.commit"]
     model = mlflow.pyfunc.load_model(f"models:/{result.model_name}/{result.model_version}")
     assert tuple(model.metadata.signature.inputs.inputs[0].shape) == (-1, 1, 8, 8)

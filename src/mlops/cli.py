@@ -53,7 +53,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     datamodule = training.load_data(cfg)
     evaluation = training.evaluator_for(cfg, client, datamodule).evaluate(version)
     print(f"evaluated {name} version {evaluation.version} on {datamodule.path} "
-          f"(data.dvc md5 {evaluation.data_md5}) in run {evaluation.run_id}")  # fmt: skip
+          f"(data.dvc md5 {evaluation.data_md5}, file matches it: "
+          f"{evaluation.data_matches_pin}) in run {evaluation.run_id}")  # fmt: skip
     for key, value in evaluation.metrics.items():
         if "/recall/" not in key:
             print(f"  {key} = {value:.4f}")

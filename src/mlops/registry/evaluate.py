@@ -20,7 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlops.data.files import FilesDataModule
 from mlops.errors import DataError
 from mlops.registry.gate import RECALL_PREFIX
-from mlops.tracking.lineage import dvc_data_hash, file_md5
+from mlops.tracking.lineage import dvc_data_hash, file_md5, pin_status
 from mlops.tracking.plots import confusion_matrix_figure
 from mlops.tracking.run import artifact_location_for
 
@@ -31,7 +31,8 @@ class Evaluation:
     version: str
     run_id: str
     metrics: dict[str, float]
-    data_md5: str
+    data_md5: str  # the version data.dvc pins
+    data_matches_pin: str = "unknown"  # whether the file scored has those bytes
 
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -83,6 +84,7 @@ class Evaluator:
         self.datamodule = datamodule
         self.data_md5 = dvc_data_hash(dvc_file)
         self.file_md5 = file_md5(datamodule.path)
+        self.matches_pin = pin_status(dvc_file.parent, datamodule.path, self.file_md5)
         self.experiment_name = experiment_name
         self.artifacts_dir = artifacts_dir
 
@@ -120,6 +122,7 @@ class Evaluator:
                 "data.dvc_md5": self.data_md5,
                 "data.file": str(self.datamodule.path),
                 "data.file_md5": self.file_md5,
+                "data.matches_pin": self.matches_pin,
             },
         )
         run_id = run.info.run_id
@@ -134,7 +137,8 @@ class Evaluator:
         for key, value in {
             "evaluation.run_id": run_id,
             "evaluation.data_md5": self.data_md5,
+            "evaluation.data_matches_pin": self.matches_pin,
             **{f"evaluation.{k}": f"{v:.6f}" for k, v in metrics.items() if RECALL_PREFIX not in k},
         }.items():
             self.client.set_model_version_tag(name, number, key, value)
-        return Evaluation(name, number, run_id, metrics, self.data_md5)
+        return Evaluation(name, number, run_id, metrics, self.data_md5, self.matches_pin)

@@ -38,6 +38,7 @@ def _record(client: MlflowClient, outcome: GateOutcome, rule: GateRule) -> None:
         else f"{decision.champion_score:.6f}",
         "gate.champion_version": outcome.champion.version if outcome.champion else "none",
         "gate.data_md5": challenger.data_md5,
+        "gate.data_matches_pin": challenger.data_matches_pin,
         "gate.time": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     for key, value in tags.items():

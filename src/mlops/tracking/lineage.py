@@ -71,13 +71,17 @@ def pinned_file_md5(root: Path, data_file: Path) -> str | None:
     return (info.get("dvc_info") or {}).get("md5")
 
 
+_WARNED: set[tuple[Path, str]] = set()
+
+
 def pin_status(root: Path, data_file: Path, trained_md5: str) -> str:
-    """`true` when the file trained on has the bytes data.dvc pins, `false` (with a warning)
-    when it does not, `unknown` when DVC cannot say."""
+    """`true` when the file read has the bytes data.dvc pins, `false` (with a warning) when
+    it does not, `unknown` when DVC cannot say."""
     pinned = pinned_file_md5(root, data_file)
     if pinned is None:
         return UNKNOWN
-    if pinned != trained_md5:
+    if pinned != trained_md5 and (data_file, trained_md5) not in _WARNED:
+        _WARNED.add((data_file, trained_md5))  # once per process: the gate reads it again
         print(
             f"warning: {data_file} differs from the version data.dvc pins (md5 {trained_md5}, "
             f"pinned {pinned}); the run records the file's md5 and data.matches_pin=false. To "

@@ -155,6 +155,7 @@ def check_metadata_health_and_metrics(served: dict) -> None:
     assert metadata["alias"] == "champion"
     assert metadata["run_id"] == served["run_id"]
     assert metadata["data_md5"].endswith(".dir")
+    assert metadata["data_matches_pin"] == "unknown"  # trained on a copy outside the project
     assert get(served["url"], "/livez")[0] == 200
     assert get(served["url"], "/readyz")[0] == 200
     post(served["url"], {"inputs": np.zeros((3, 1, 8, 8)).tolist()})
@@ -254,6 +255,9 @@ def test_a_version_number_reused_by_a_new_registration_deploys_its_own_weights(
     second = train(make_cfg("model=mlp", "registry.model_name=renumbered", "seed=7"))
     assert second.model_version == "1" and second.run_id != first.run_id
 
+    client = MlflowClient(tracking_uri)  # as if trained on data that differs from its pin
+    client.set_model_version_tag("renumbered", "1", "data.matches_pin", "false")
     deployed = deploy(cfg, "renumbered", "1")
     assert bentoml.models.get(deployed.bento_model_tag).info.labels["run_id"] == second.run_id
     assert deployed.deployment.run_id == second.run_id
+    assert deployed.deployment.public_metadata()["data_matches_pin"] == "false"  # /metadata

@@ -115,6 +115,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         run_id=version.run_id or "",
         git_commit=version.tags.get("git.commit", "unknown"),
         data_md5=version.tags.get("data.dvc_md5", "unknown"),
+        data_matches_pin=version.tags.get("data.matches_pin", "unknown"),
         input_shape=input_shape,
         num_classes=num_classes,
         max_batch_size=int(cfg.deploy.max_batch_size),

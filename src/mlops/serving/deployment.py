@@ -30,6 +30,7 @@ class Deployment:
     torch_threads: int
     access_log: bool = False
     tracing: bool = False
+    data_matches_pin: str = "unknown"  # whether the training file had the bytes data.dvc pins
 
     def write(self, directory: Path) -> Path:
         path = directory / DEPLOYMENT_FILE
@@ -50,5 +51,5 @@ class Deployment:
 
     def public_metadata(self) -> dict[str, object]:
         keys = ("model_name", "model_version", "alias", "run_id", "git_commit", "data_md5",
-                "input_shape", "num_classes", "bento_model_tag")  # fmt: skip
+                "data_matches_pin", "input_shape", "num_classes", "bento_model_tag")  # fmt: skip
         return {key: getattr(self, key) for key in keys}

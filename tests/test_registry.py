@@ -64,6 +64,13 @@ def test_gate_promotes_better_refuses_worse_and_honours_min_delta(
     assert evaluation.data.tags["mlops.run_type"] == "evaluation"
     assert evaluation.data.tags["gate.decision"] == "rejected"
     assert evaluation.data.tags["model.version"] == worse.model_version
+    # the gate's evaluations nest under the training that ran the gate, the champion's too
+    assert evaluation.data.tags["mlflow.parentRunId"] == worse.run_id
+    champion_evaluation = client.search_runs(
+        [evaluation.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{worse.run_id}' and tags.`model.version` = '2'",
+    )
+    assert [r.data.tags["mlops.run_type"] for r in champion_evaluation] == ["evaluation"]
     assert {a.path for a in client.list_artifacts(evaluation.info.run_id, "plots")} == {
         "plots/confusion_matrix.png"
     }

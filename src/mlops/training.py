@@ -220,13 +220,19 @@ def gate_rule(cfg: DictConfig) -> GateRule:
     return GateRule(gate.metric, gate.direction, float(gate.min_delta), gate.get("per_class_floor"))
 
 
-def evaluator_for(cfg: DictConfig, client: MlflowClient, datamodule: FilesDataModule) -> Evaluator:
+def evaluator_for(
+    cfg: DictConfig,
+    client: MlflowClient,
+    datamodule: FilesDataModule,
+    parent_run_id: str | None = None,
+) -> Evaluator:
     return Evaluator(
         client,
         datamodule,
         Path(cfg.paths.dvc_file),
         cfg.logger.experiment_name,
         Path(cfg.paths.mlflow_artifacts_dir),
+        parent_run_id,
     )
 
 
@@ -234,5 +240,5 @@ def promotion_gate(
     cfg: DictConfig, tracking_uri: str, datamodule: FilesDataModule, version: ModelVersion
 ) -> GateOutcome:
     client = MlflowClient(tracking_uri)
-    evaluator = evaluator_for(cfg, client, datamodule)
+    evaluator = evaluator_for(cfg, client, datamodule, parent_run_id=version.run_id)
     return run_gate(client, version.name, str(version.version), gate_rule(cfg), evaluator)

@@ -79,8 +79,12 @@ class Evaluator:
         dvc_file: Path,
         experiment_name: str,
         artifacts_dir: Path,
+        parent_run_id: str | None = None,
     ) -> None:
         self.client = client
+        # the promotion gate's evaluations nest under the training that ran the gate, so the
+        # UI shows one row per training rather than three
+        self.parent_run_id = parent_run_id
         self.datamodule = datamodule
         self.data_md5 = dvc_data_hash(dvc_file)
         self.file_md5 = file_md5(datamodule.path)
@@ -123,6 +127,7 @@ class Evaluator:
                 "data.file": str(self.datamodule.path),
                 "data.file_md5": self.file_md5,
                 "data.matches_pin": self.matches_pin,
+                **({"mlflow.parentRunId": self.parent_run_id} if self.parent_run_id else {}),
             },
         )
         run_id = run.info.run_id

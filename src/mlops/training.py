@@ -35,6 +35,7 @@ from mlops.tracking.resume import (
     ResumePoint,
     read_resume_point,
 )
+from mlops.tracking.sweep import current_sweep_job
 
 
 @dataclass
@@ -92,7 +93,6 @@ def check_launch(cfg: DictConfig) -> None:
     script once per extra process, so each copy would start the whole sweep again, and a
     resume, which continues one run that every job of a sweep would then train at once."""
     import torch
-    from hydra.types import RunMode
 
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -102,7 +102,7 @@ def check_launch(cfg: DictConfig) -> None:
             "trainer=cpu, or trainer=ddp_cpu for DDP"
         )
 
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    multirun = current_sweep_job() is not None
     if multirun and cfg.get("ckpt_path"):
         raise LaunchError(
             f"ckpt_path={cfg.ckpt_path} resumes one interrupted run, which every job of a "

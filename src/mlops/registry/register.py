@@ -129,6 +129,7 @@ def log_and_register(
         probabilities = model(torch.from_numpy(input_example)).numpy()
     signature = infer_signature(input_example, probabilities)
     mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
     with mlflow.start_run(run_id=run_id):
         fmt = serialization_format
         if fmt == "pt2":
@@ -136,7 +137,7 @@ def log_and_register(
                 info = _log_model(model, signature, input_example, fmt)
                 problem = reproduction_problem(info.model_uri, model, input_example)
                 if problem:  # not left in the run beside the one registered
-                    mlflow.MlflowClient(tracking_uri).delete_logged_model(info.model_id)
+                    client.delete_logged_model(info.model_id)
             except Exception as error:
                 # torch.export raises many types for untraceable code, all torch's own
                 if not type(error).__module__.startswith("torch"):
@@ -153,7 +154,6 @@ def log_and_register(
         if fmt == "pickle":
             info = _log_model(model, signature, input_example, fmt)
         registered = mlflow.register_model(info.model_uri, model_name)
-        client = mlflow.MlflowClient(tracking_uri)
         version = str(registered.version)
         tags = {**version_tags, "run_id": run_id, "serialization_format": fmt}
         for key, value in tags.items():

@@ -146,17 +146,18 @@ def jobs_table(client, parent_id: str, experiment_id: str) -> list[dict[str, Any
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def jobs_rich_table(rows: list[dict[str, Any]]):
+    """The jobs table as the CLI prints its other tables (`mlops.registry.show`), plain."""
+    from rich.table import Table
+
+    table = Table(box=None)
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    cells = [
-        [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
-        for row in rows
-    ]
-    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
-    lines = [columns, *cells]
-    return "\n".join(
-        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = (row.get(c, "") for c in columns)
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells))
+    return table
 
 
 class SweepRun(Callback):
@@ -166,6 +167,8 @@ class SweepRun(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow import MlflowClient
 
+        from mlops.registry.show import print_table
+
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         client = MlflowClient(config.logger.tracking_uri)
         experiment_ids = [e.experiment_id for e in client.search_experiments()]
@@ -173,5 +176,7 @@ class SweepRun(Callback):
             rows = close_sweep(client, parent)
             print(
                 f"sweep: {len(rows)} jobs in MLflow run {parent.info.run_name!r} "
-                f"({parent.info.run_id}), table {JOBS_TABLE}\n{format_table(rows)}"
+                f"({parent.info.run_id}), table {JOBS_TABLE}",
+                flush=True,
             )
+            print_table(jobs_rich_table(rows))

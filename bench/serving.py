@@ -31,6 +31,7 @@ BIN = Path(sys.executable).parent
 CONNECTIONS = 32
 BATCH = 64
 OURS, MLFLOW, BARE = "mlops (BentoML)", "mlflow models serve", "bare HTTP (uvicorn + Starlette)"
+FLOOR = "BentoML, no model (same settings)"
 TARGETS = {"vs_mlflow": 5.0, "vs_bare": 0.5, "p99_ms": 20.0}
 
 
@@ -87,6 +88,16 @@ def servers(workdir: Path, tracking_uri: str, model_uri: str, bento_tag: str):
             env={**env, "MLFLOW_TRACKING_URI": tracking_uri},
         )  # fmt: skip
 
+    def bentoml_floor(port: int) -> AbstractContextManager:
+        return running_server(
+            [str(BIN / "bentoml"), "serve", "bench.bentoml_floor:BentoMLFloor",
+             "--host", "127.0.0.1", "--port", str(port)],
+            f"http://127.0.0.1:{port}/readyz",
+            workdir / "bentoml-floor.log",
+            env={**env, "BENTOML_HOME": str(workdir / "bentoml-floor")},
+            cwd=ROOT,
+        )  # fmt: skip
+
     def bare_server(*uvicorn_options: str) -> Callable[[int], AbstractContextManager]:
         def start(port: int) -> AbstractContextManager:
             return running_server(
@@ -103,6 +114,8 @@ def servers(workdir: Path, tracking_uri: str, model_uri: str, bento_tag: str):
     return {
         OURS: (bentoml_server, "/predict"),
         MLFLOW: (mlflow_server, "/invocations"),
+        # BentoML's own per-request cost: the deployed service's settings, no model
+        FLOOR: (bentoml_floor, "/predict"),
         # the ceiling: the same uvicorn stack (uvloop + httptools) as the Bento
         BARE: (bare_server(), "/predict"),
         # the reference ceiling: uvicorn's pure-Python fallbacks
@@ -164,6 +177,11 @@ def target_checks(results: dict[str, dict[str, Load]], kind: str) -> str:
     )  # fmt: skip
 
 
+def against_floor(results: dict[str, dict[str, Load]], kind: str) -> str:
+    ours, floor = (results[n][kind].requests_per_s for n in (OURS, FLOOR))
+    return f"The deployed service answers {ratio(ours, floor)} the req/s of BentoML with no model."
+
+
 def tables(runs: dict[str, dict[str, list[Load]]]) -> str:
     results = {
         name: {kind: median_load(x) for kind, x in kinds.items()} for name, kinds in runs.items()
@@ -199,9 +217,9 @@ def tables(runs: dict[str, dict[str, list[Load]]]) -> str:
     )
     return (
         f"Single-sample requests, {CONNECTIONS} connections:\n\n{single}\n\n"
-        f"{target_checks(results, 'single')}\n\n"
+        f"{target_checks(results, 'single')}\n\n{against_floor(results, 'single')}\n\n"
         f"Batched requests ({BATCH} samples each), {CONNECTIONS} connections:\n\n{batched}\n\n"
-        f"{target_checks(results, 'batch')}"
+        f"{target_checks(results, 'batch')}\n\n{against_floor(results, 'batch')}"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -125,6 +126,34 @@ def test_concurrent_burst_has_no_errors(servers, digits_file: Path) -> None:
         statuses = [s for batch in pool.map(client, range(32)) for s in batch]
     assert len(statuses) == 256
     assert statuses.count(200) == 256, sorted(set(statuses))
+
+
+def test_keep_alive_connections_are_recycled_without_errors(servers) -> None:
+    """Every 100th response of a worker says `Connection: close` (deploy.reconnect_every),
+    so a client's reconnects can spread over the workers; its next request just reconnects.
+    200 requests on one client connection give each worker's count at least one multiple of
+    100 between them, and at most two per worker."""
+    served = servers("cnn")
+    host, port = served["url"].removeprefix("http://").split(":")
+    body = json.dumps({"inputs": np.zeros((1, 1, 8, 8)).tolist()})
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    statuses, closes = [], 0
+    try:
+        for _ in range(200):
+            connection.request("POST", "/predict", body, {"content-type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+            closes += response.getheader("connection", "").lower() == "close"
+    finally:
+        connection.close()
+    assert statuses == [200] * 200
+    assert 1 <= closes <= 4, closes
+
+
+def test_deploy_refuses_a_negative_reconnect_count(make_cfg) -> None:
+    with pytest.raises(DeployError, match=r"deploy.reconnect_every=-1: use a number"):
+        deploy(make_cfg("deploy.reconnect_every=-1"), "any-model", "@champion")
 
 
 @pytest.mark.parametrize("family", ["cnn", "mlp", "rnn"])  # cnn is already up

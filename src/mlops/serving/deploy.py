@@ -95,7 +95,17 @@ def _import_model(tag: str, model_uri: str, labels: dict[str, str]) -> None:
     bentoml.mlflow.import_model(tag, model_uri, labels=labels)
 
 
+def _check_settings(cfg: DictConfig) -> None:
+    reconnect_every = int(cfg.deploy.reconnect_every)
+    if reconnect_every < 0:
+        raise DeployError(
+            f"deploy.reconnect_every={reconnect_every}: use a number of responses (100) or 0 "
+            "to keep connections open"
+        )
+
+
 def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
+    _check_settings(cfg)
     tracking_uri = cfg.logger.tracking_uri
     ensure_reachable(tracking_uri)
     client = MlflowClient(tracking_uri)
@@ -126,6 +136,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         torch_threads=int(cfg.deploy.torch_threads),
         access_log=bool(cfg.deploy.access_log),
         tracing=bool(cfg.deploy.tracing),
+        reconnect_every=int(cfg.deploy.reconnect_every),
     )
     labels = {
         "registered_model": model_name,

@@ -30,6 +30,7 @@ class Deployment:
     torch_threads: int
     access_log: bool = False
     tracing: bool = False
+    reconnect_every: int = 0  # Connection: close on every Nth response of a worker; 0: never
     data_matches_pin: str = "unknown"  # whether the training file had the bytes data.dvc pins
 
     def write(self, directory: Path) -> Path:

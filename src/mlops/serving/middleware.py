@@ -1,4 +1,5 @@
-"""Small ASGI middlewares: refuse oversized bodies before they are read; answer GET /metadata."""
+"""Small ASGI middlewares: refuse oversized bodies before they are read; answer GET /metadata;
+spread keep-alive connections over the workers."""
 
 from __future__ import annotations
 
@@ -41,6 +42,41 @@ class MetadataRoute:
                 return await _json(send, 405, b'{"error": "use GET /metadata"}')
             return await _json(send, 200, self.body)
         return await self.app(scope, receive, send)
+
+
+class ConnectionRecycling:
+    """ASGI middleware: every `every`-th response of this worker asks the client to close its
+    keep-alive connection (`Connection: close`), like nginx's `keepalive_requests`.
+
+    BentoML's workers accept from one shared socket, and a client that opens its connections
+    at once can land them all on one worker while the others idle (BentoML #5426; in the
+    serving benchmark, a run with one worker's worth of req/s). A busy worker answers more
+    requests, so it hands back more connections, and their reconnects go to whichever worker
+    accepts first: usually an idle one. HTTP clients reconnect after such a response without
+    an error; the cost is one TCP handshake per `every` requests.
+    """
+
+    def __init__(self, app, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"ConnectionRecycling every={every}: use a count >= 1")
+        self.app = app
+        self.every = every
+        self.responses = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.responses += 1
+        if self.responses % self.every:
+            return await self.app(scope, receive, send)
+
+        async def send_closing(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, send_closing)
 
 
 async def _json(send, status: int, body: bytes) -> None:

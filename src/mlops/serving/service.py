@@ -21,7 +21,7 @@ from bentoml.validators import ContentType, DType, Shape
 from pydantic import AfterValidator, BaseModel
 
 from mlops.serving.deployment import Deployment
-from mlops.serving.middleware import BodySizeLimit, MetadataRoute
+from mlops.serving.middleware import BodySizeLimit, ConnectionRecycling, MetadataRoute
 
 DEPLOYMENT = Deployment.read(Path.cwd())
 
@@ -138,3 +138,5 @@ class ClassifierService:
 
 ClassifierService.add_asgi_middleware(BodySizeLimit, max_body_bytes=DEPLOYMENT.max_body_bytes)
 ClassifierService.add_asgi_middleware(MetadataRoute, metadata=DEPLOYMENT.public_metadata())
+if DEPLOYMENT.reconnect_every:
+    ClassifierService.add_asgi_middleware(ConnectionRecycling, every=DEPLOYMENT.reconnect_every)

@@ -1,6 +1,6 @@
 """Benchmark: the deployed BentoML service against `mlflow models serve` of the same
-registered version and against a bare HTTP endpoint (the ceiling), with the same wrk load
-and the same JSON payload.
+registered version, BentoML with no model (what BentoML itself costs) and a bare HTTP
+endpoint (the ceiling), with the same wrk load and the same JSON payload.
 
     python -m bench.serving           # writes the "Serving" section of docs/benchmarks.md
 

@@ -117,6 +117,15 @@ def test_runs_say_whether_they_trained_on_the_pinned_bytes(
     data.write_text("changed")
     assert pin_status(project, data, file_md5(data)) == "false"
     assert "a.txt differs from the version data.dvc pins" in capsys.readouterr().err
+    for added in (project / "data" / "new.csv", project / "data" / "new" / "b.csv"):
+        added.parent.mkdir(exist_ok=True)  # a user's own file, put into the tracked folder
+        added.write_text("label\n1\n")
+        assert pin_status(project, added, file_md5(added)) == "false"
+        assert f"{added} is not in the version data.dvc pins" in capsys.readouterr().err
+    elsewhere = project / "notes" / "c.csv"  # in the project, in no folder DVC tracks
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("label\n1\n")
+    assert pin_status(project, elsewhere, file_md5(elsewhere)) == "unknown"
     outside = tmp_path / "elsewhere.txt"  # e.g. data.path=/some/file.csv
     outside.write_text("pinned")
     assert pin_status(project, outside, file_md5(outside)) == "unknown"

@@ -54,9 +54,15 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+# pinned_file_md5's answer for a file inside a folder DVC tracks that the pinned version
+# lacks (added to the folder since `dvc add`)
+NOT_IN_PIN = "not in the pinned version"
+
+
 def pinned_file_md5(root: Path, data_file: Path) -> str | None:
     """The md5 that DVC pins for `data_file` (read through DVC from the tracked folder's
-    manifest in its cache); None where DVC does not track the file, or its cache lacks the
+    manifest in its cache); NOT_IN_PIN for a file inside a tracked folder that the pinned
+    version does not have; None where DVC does not track the file, or its cache lacks the
     manifest (a fresh clone before `make data`)."""
     try:
         relative = data_file.resolve().relative_to(root.resolve())
@@ -65,10 +71,16 @@ def pinned_file_md5(root: Path, data_file: Path) -> str | None:
     try:
         from dvc.api import DVCFileSystem
 
-        info = DVCFileSystem(str(root)).info(relative.as_posix())
+        fs = DVCFileSystem(str(root))
+        md5 = (fs.info(relative.as_posix()).get("dvc_info") or {}).get("md5")
+        if md5 is not None:
+            return md5
+        for folder in relative.parents[:-1]:  # the project root itself is no tracked output
+            if (fs.info(folder.as_posix()).get("dvc_info") or {}).get("md5") is not None:
+                return NOT_IN_PIN
     except Exception:  # no DVC repo, an untracked path: DVC raises its own kinds
         return None
-    return (info.get("dvc_info") or {}).get("md5")
+    return None
 
 
 _WARNED: set[tuple[Path, str]] = set()
@@ -76,16 +88,22 @@ _WARNED: set[tuple[Path, str]] = set()
 
 def pin_status(root: Path, data_file: Path, trained_md5: str) -> str:
     """`true` when the file read has the bytes data.dvc pins, `false` (with a warning) when
-    it does not, `unknown` when DVC cannot say."""
+    it does not or the pinned version lacks it, `unknown` when DVC cannot say."""
     pinned = pinned_file_md5(root, data_file)
     if pinned is None:
         return UNKNOWN
     if pinned != trained_md5 and (data_file, trained_md5) not in _WARNED:
         _WARNED.add((data_file, trained_md5))  # once per process: the gate reads it again
+        differs = (
+            "is not in the version data.dvc pins (the file was added to a folder DVC tracks "
+            "after `dvc add`)"
+            if pinned == NOT_IN_PIN
+            else f"differs from the version data.dvc pins (md5 {trained_md5}, pinned {pinned})"
+        )
         print(
-            f"warning: {data_file} differs from the version data.dvc pins (md5 {trained_md5}, "
-            f"pinned {pinned}); the run records the file's md5 and data.matches_pin=false. To "
-            "version this data: dvc add data && git add data.dvc && git commit",
+            f"warning: {data_file} {differs}; the run records the file's md5 and "
+            "data.matches_pin=false. To version this data: dvc add data && git add data.dvc "
+            "&& git commit",
             file=sys.stderr,
         )
     return str(pinned == trained_md5).lower()

@@ -1,4 +1,4 @@
-"""Only the four unactionable messages are filtered; the libraries' other output stays."""
+"""Only the five unactionable messages are filtered; the libraries' other output stays."""
 
 from __future__ import annotations
 
@@ -56,6 +56,40 @@ def test_exporting_the_built_in_networks_warns_nothing_and_other_user_warnings_s
             torch.export.save(program, tmp_path / f"{net.family}.pt2")
         warnings.warn("something else", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something else"]
+
+
+class _TwoBatches(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def train_dataloader(self):
+        data = torch.utils.data.TensorDataset(torch.zeros(4, 2))
+        return torch.utils.data.DataLoader(data, batch_size=2)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_the_small_dataset_log_interval_warning_goes_and_other_user_warnings_stay(
+    tmp_path: Path,
+) -> None:
+    """Lightning's note that an epoch of 2 batches is shorter than `log_every_n_steps`:
+    about per-step logging, which the classifier does not do."""
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=CSVLogger(tmp_path),
+                        log_every_n_steps=10, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_unactionable_messages()
+        trainer.fit(_TwoBatches())
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    messages = [str(w.message) for w in caught]
+    assert not any("logging interval" in message for message in messages), messages
+    assert "something else" in messages
 
 
 def _download_a_run_with_three_artifacts(tmp_path: Path) -> None:

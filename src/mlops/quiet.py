@@ -1,4 +1,4 @@
-"""Output from the stack that no mlops user can act on: four messages, filtered by their
+"""Output from the stack that no mlops user can act on: five messages, filtered by their
 exact text so that everything else the libraries say still shows, and progress bars in logs."""
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ LEAFSPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 EXPORT_NONCONTIGUOUS_WEIGHT = "No complete tensor found in the group"
 # torch.export on PyTorch's own GRU/LSTM, which re-assigns its weight list while traced.
 EXPORT_RNN_FLAT_WEIGHTS = r"The tensor attributes .*\._flat_weights\[\d+\]"
+# Lightning, when an epoch has fewer batches than `log_every_n_steps` (a small dataset): it
+# is about per-step logging, and the classifier logs once per epoch.
+FEW_BATCHES_PER_LOG_INTERVAL = r"The number of training batches \(\d+\) is smaller than the logging"
 # Lightning logs through whichever of these its packages imported last (mlflow.pytorch
 # imports the standalone `pytorch_lightning`).
 PACKAGES = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
@@ -33,7 +36,11 @@ class _DropLitLoggerTip(logging.Filter):
 def silence_unactionable_messages() -> None:
     """Idempotent: the filters are installed once per process."""
     warnings.filterwarnings("ignore", message=LEAFSPEC_DEPRECATION, category=FutureWarning)
-    for message in (EXPORT_NONCONTIGUOUS_WEIGHT, EXPORT_RNN_FLAT_WEIGHTS):
+    for message in (
+        EXPORT_NONCONTIGUOUS_WEIGHT,
+        EXPORT_RNN_FLAT_WEIGHTS,
+        FEW_BATCHES_PER_LOG_INTERVAL,
+    ):
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
     for name in RANK_ZERO_LOGGERS:
         logger = logging.getLogger(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from mlops.models.cnn import CNN
 from mlops.models.inference import inference_model
 from mlops.models.mlp import MLP
 from mlops.models.rnn import RNN
+from mlops.models.standardize import Standardized
 
 
 @pytest.mark.parametrize(
@@ -95,3 +97,16 @@ def test_cnn_2d_runs_channels_last_with_the_same_outputs_as_nchw() -> None:
     with torch.no_grad():
         expected = nchw.head(nchw.features(x))  # the plain NCHW computation
         assert torch.allclose(net(x), expected, atol=1e-5)
+
+
+def test_standardized_network_uses_the_training_split_statistics() -> None:
+    """Per input element: mean and std of the training samples, std 1 for a constant one."""
+    x_train = np.array([[1.0, 100.0, 5.0], [3.0, 300.0, 5.0]], dtype=np.float32)
+    net = MLP([3], 2).eval()
+    standardized = Standardized.from_training_split(net, x_train)
+    assert standardized.family == "mlp"
+    torch.testing.assert_close(standardized.mean, torch.tensor([2.0, 200.0, 5.0]))
+    torch.testing.assert_close(standardized.std, torch.tensor([1.0, 100.0, 1.0]))
+    x = torch.tensor([[3.0, 100.0, 7.0]])
+    torch.testing.assert_close(standardized(x), net(torch.tensor([[1.0, -1.0, 2.0]])))
+    assert set(standardized.state_dict()) >= {"mean", "std"}  # saved in checkpoints

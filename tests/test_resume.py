@@ -76,14 +76,16 @@ def test_interrupted_training_resumes_into_its_run(
     # What the checkpoint cannot continue is refused before the run is touched.
     with pytest.raises(ResumeError, match=r"model\.hidden_sizes: \[256, 128\] -> \[64\]"):
         train(make_cfg(*MODEL, "model.hidden_sizes=[64]", f"ckpt_path={last}"))  # output-1
+    with pytest.raises(ResumeError, match=r"data\.standardize: False -> True"):
+        train(make_cfg(*MODEL, "data.standardize=true", f"ckpt_path={last}"))  # output-2
     other_data = tmp_path / "other.npz"
     arrays = dict(np.load(make_cfg().data.path))
     np.savez(other_data, **{**arrays, "x": arrays["x"][::-1].copy()})
     with pytest.raises(ResumeError, match="md5"):
-        train(make_cfg(*MODEL, f"data.path={other_data}", f"ckpt_path={last}"))  # output-2
+        train(make_cfg(*MODEL, f"data.path={other_data}", f"ckpt_path={last}"))  # output-3
     assert client.get_run(run_id).info.status == "FAILED"
 
-    result = train(make_cfg(*MODEL, "tags=[resumed]", f"ckpt_path={last}"))  # output-3
+    result = train(make_cfg(*MODEL, "tags=[resumed]", f"ckpt_path={last}"))  # output-4
 
     run = client.get_run(run_id)
     assert result.run_id == run_id
@@ -111,7 +113,7 @@ def test_interrupted_training_resumes_into_its_run(
     } <= artifact_paths(client, run_id)
     # the checkpoint folder the run began in holds the best of all four epochs
     assert result.checkpoint_path == str((checkpoints / "best.ckpt").resolve())
-    assert not (tmp_path / "output-3" / "checkpoints").exists()
+    assert not (tmp_path / "output-4" / "checkpoints").exists()
     callback_states = torch.load(result.checkpoint_path, weights_only=False)["callbacks"]
     (best_score,) = [
         v["best_model_score"] for k, v in callback_states.items() if "ModelCheckpoint" in k

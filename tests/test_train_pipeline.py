@@ -9,11 +9,14 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import torch
 import yaml
+from hydra.utils import instantiate
 
 from mlops import training
 from mlops.data.arrays import save_npz_reproducibly
 from mlops.errors import DataError, ModelConfigError
+from mlops.models.mlp import MLP
 from mlops.tracking.lineage import dvc_data_hash, file_md5
 from pipelines.train import train
 from tests.conftest import ROOT, compose_config
@@ -209,16 +212,33 @@ def test_registry_settings_are_checked_before_a_run(
     assert runs_in(tracking_uri) == before
 
 
-def test_user_csv_trains_and_registers(make_cfg, tmp_path: Path) -> None:
+def test_user_csv_trains_and_registers_a_model_that_takes_raw_features(
+    make_cfg, tmp_path: Path, tracking_uri: str
+) -> None:
+    """Features on scales 1,000x apart; `data=files` standardizes them inside the model, so
+    the registered version takes the file's raw values."""
     rng = np.random.default_rng(1)
     y = np.arange(120) % 3
-    x = rng.normal(size=(120, 4)) + 2 * y[:, None]
+    x = (rng.normal(size=(120, 4)) + 2 * y[:, None]) * [1000.0, 1.0, 0.001, 1.0]
     path = tmp_path / "blobs.csv"
     lines = ["a,b,c,d,label"] + [",".join(map(str, [*r, c])) for r, c in zip(x, y, strict=True)]
     path.write_text("\n".join(lines) + "\n")
-    result = train(make_cfg("data=files", "data.name=blobs", f"data.path={path}", "model=mlp"))
+    cfg = make_cfg("data=files", "data.name=blobs", f"data.path={path}", "model=mlp")
+    result = train(cfg)
     assert result.model_name == "blobs-mlp"
     assert result.model_version is not None
+
+    splits = instantiate(cfg.data).splits
+    mean, std = splits.x_train.mean(axis=0), splits.x_train.std(axis=0)
+    registered = mlflow.pytorch.load_model(f"models:/blobs-mlp/{result.model_version}")
+    checkpoint = torch.load(result.checkpoint_path, weights_only=False)["state_dict"]
+    net = MLP([4], 3).eval()
+    net.load_state_dict({k.removeprefix("net.net."): v for k, v in checkpoint.items()
+                         if k.startswith("net.net.")})  # fmt: skip
+    raw = torch.from_numpy(splits.x_test)
+    with torch.inference_mode():
+        expected = torch.softmax(net((raw - mean) / std), dim=-1)
+        torch.testing.assert_close(registered(raw), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_an_optimized_metric_that_was_not_logged_names_the_ones_that_were() -> None:

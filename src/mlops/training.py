@@ -21,6 +21,7 @@ from torch import nn
 from mlops.data.files import FilesDataModule
 from mlops.errors import LaunchError, MlopsError
 from mlops.models.classifier import Classifier
+from mlops.models.standardize import Standardized
 from mlops.quiet import silence_unactionable_messages
 from mlops.registry.evaluate import Evaluator
 from mlops.registry.gate import GateRule
@@ -61,15 +62,19 @@ def load_data(cfg: DictConfig) -> FilesDataModule:
 
 
 def build_network(cfg: DictConfig, datamodule: FilesDataModule) -> nn.Module:
-    """Input shape and class count come from the data, never from the YAML."""
+    """Input shape and class count come from the data, never from the YAML; with
+    `data.standardize`, so do the input statistics the network starts with."""
     try:
-        return instantiate(
+        net = instantiate(
             cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes
         )
     except InstantiationException as error:
         if isinstance(error.__cause__, MlopsError):  # keep our one-line message on top
             raise error.__cause__ from None
         raise
+    if datamodule.standardize:
+        return Standardized.from_training_split(net, datamodule.splits.x_train)
+    return net
 
 
 def build_classifier(cfg: DictConfig, net: nn.Module, num_classes: int) -> Classifier:

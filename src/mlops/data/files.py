@@ -56,6 +56,7 @@ class FilesDataModule(L.LightningDataModule):
         split_seed: int = 0,
         batch_size: int = 64,
         num_workers: int = 0,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         self.name = name
@@ -66,6 +67,7 @@ class FilesDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.standardize = standardize  # read by the pipeline: the model standardizes
 
     @cached_property
     def splits(self) -> Splits:

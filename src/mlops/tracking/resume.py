@@ -31,6 +31,7 @@ RNG_KEY = "mlops_rng_states"
 FIT_STOPPED_KEY = "mlops_fit_stopped"  # early stopping (or another callback) ended the fit
 # Their state is restored from the checkpoint: a different config would not be what runs.
 RESTORED_GROUPS = ("model", "optimizer", "scheduler")
+RESTORED_KEYS = ("data.standardize",)  # the model's input statistics, or their absence
 # Differ on every launch by construction, as does every path inside the output folder.
 PER_LAUNCH_KEYS = ("ckpt_path", "paths.output_dir")
 
@@ -246,7 +247,9 @@ def check_resumable(
     changes = config_changes(
         first_config(client, point.run_id), OmegaConf.to_container(cfg, resolve=True)
     )
-    restored = {k: v for k, v in changes.items() if k.split(".")[0] in RESTORED_GROUPS}
+    restored = {
+        k: v for k, v in changes.items() if k.split(".")[0] in RESTORED_GROUPS or k in RESTORED_KEYS
+    }
     if restored:
         raise ResumeError(
             "the checkpoint restores the model, optimizer and scheduler of run "

@@ -9,7 +9,6 @@ request, to set the deployed service's figures against.
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 from typing import Annotated
 
@@ -18,24 +17,19 @@ from bentoml.validators import ContentType
 from omegaconf import OmegaConf
 
 from mlops.serving.middleware import ConnectionRecycling
+from mlops.serving.worker import bind_api_method, service_options, settle_garbage_collector
 
 SETTINGS = OmegaConf.load(Path(__file__).parents[1] / "conf" / "deploy" / "default.yaml")
 
 
 @bentoml.service(
     name="bentoml-floor",
-    workers=SETTINGS.workers,
-    traffic={"timeout": 30},
-    logging={"access": {"enabled": SETTINGS.access_log}},
-    tracing={"excluded_urls": [] if SETTINGS.tracing else ["/predict"]},
+    **service_options(SETTINGS.workers, SETTINGS.access_log, SETTINGS.tracing),
 )
 class BentoMLFloor:
     def __init__(self) -> None:
-        # the deployed service's per-request savings (mlops.serving.service)
-        self.predict = type(self).predict.__get__(self, type(self))
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 100)
+        bind_api_method(self)
+        settle_garbage_collector()
 
     @bentoml.api
     async def predict(self, inputs: list) -> Annotated[list, ContentType("application/json")]:

@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 
 from mlops import training
 from mlops.errors import MlopsError
-from mlops.registry.register import log_and_register, model_family
+from mlops.models.family import model_family
+from mlops.registry.register import log_and_register
 from mlops.tracking.lineage import lineage_tags
 from mlops.tracking.resume import check_resumable
 from mlops.tracking.run import (

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlops.models.family import model_family
+
 # an input element with less spread than this over the training split is taken as constant
 MIN_STD = 1e-6
 
@@ -19,7 +21,7 @@ class Standardized(nn.Module):
     def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.net = net
-        self.family = getattr(net, "family", type(net).__name__.lower())
+        self.family = model_family(net)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
 

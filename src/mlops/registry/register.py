@@ -14,13 +14,9 @@ from mlflow.models.model import ModelInfo
 from torch import nn
 
 from mlops.errors import ModelConfigError
+from mlops.models.family import model_family
 from mlops.models.inference import inference_model
 from mlops.quiet import silence_unactionable_messages
-
-
-def model_family(net: nn.Module) -> str:
-    """`mlp`, `cnn`, `rnn` for the built-in networks; the class name for any other."""
-    return getattr(net, "family", type(net).__name__.lower())
 
 
 def default_model_name(dataset: str, net: nn.Module) -> str:

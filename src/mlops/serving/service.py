@@ -10,7 +10,6 @@ merges it with others, so a bad request never fails anyone else's.
 
 from __future__ import annotations
 
-import gc
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +21,7 @@ from pydantic import AfterValidator, BaseModel
 
 from mlops.serving.deployment import Deployment
 from mlops.serving.middleware import BodySizeLimit, ConnectionRecycling, MetadataRoute
+from mlops.serving.worker import bind_api_method, service_options, settle_garbage_collector
 
 DEPLOYMENT = Deployment.read(Path.cwd())
 
@@ -79,12 +79,7 @@ def service_metrics():
 
 @bentoml.service(
     name="mlops-classifier",
-    workers=DEPLOYMENT.workers,
-    traffic={"timeout": 30},
-    logging={"access": {"enabled": DEPLOYMENT.access_log}},
-    # With tracing off, /predict skips the OpenTelemetry middleware, which creates a span
-    # per request even when no exporter is configured (18% of a worker, profiled).
-    tracing={"excluded_urls": [] if DEPLOYMENT.tracing else ["/predict"]},
+    **service_options(DEPLOYMENT.workers, DEPLOYMENT.access_log, DEPLOYMENT.tracing),
 )
 class ClassifierService:
     bento_model = bentoml.models.BentoModel(DEPLOYMENT.bento_model_tag)
@@ -109,15 +104,8 @@ class ClassifierService:
             alias=DEPLOYMENT.alias,
             run_id=DEPLOYMENT.run_id,
         ).set(1)
-        # BentoML resolves `self.predict` through its descriptor on every request, which
-        # re-inspects the signature each time; an instance attribute short-cuts that.
-        self.predict = type(self).predict.__get__(self, type(self))
-        # Everything loaded so far (torch, mlflow, the model) lives as long as the worker:
-        # move it out of the collector's reach, or every full collection walks millions of
-        # objects and stalls all in-flight requests for hundreds of milliseconds.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 100)  # fewer, cheaper young collections per request
+        bind_api_method(self)
+        settle_garbage_collector()
 
     @bentoml.api(
         batchable=True,

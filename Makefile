@@ -43,7 +43,7 @@ $(DATA_FILE): $(wildcard data.dvc) $(STAMP)
 train: $(DATA_FILE) ## train, track and register (override config: ARGS="model=rnn trainer.max_epochs=5")
 	$(BIN)/python pipelines/train.py $(ARGS)
 
-evaluate: $(DATA_FILE) ## score MODEL at VERSION (number or @alias) from the registry on the test split
+evaluate: $(DATA_FILE) ## score MODEL at VERSION (number or @alias) on the test split of its training data
 	@$(BIN)/mlops evaluate $(MODEL) --version $(VERSION) $(ARGS)
 
 promote: install ## make MODEL version VERSION champion by hand (REASON="...")

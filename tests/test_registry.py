@@ -222,6 +222,31 @@ def test_cli_history_show_evaluate_and_errors(
     )
 
 
+def test_cli_evaluate_scores_a_version_on_the_data_it_was_trained_on(
+    make_cfg, tracking_uri: str, tmp_path: Path
+) -> None:
+    client = MlflowClient(tracking_uri)
+    name = "own-data-test"
+    flat = tmp_path / "flat.npz"
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    x = (rng.normal(size=(90, 6)) + y[:, None]).astype(np.float32)
+    save_npz_reproducibly(flat, {"x": x, "y": y})
+    train(
+        make_cfg("model=mlp", f"data.path={flat}", "data.name=flat", f"registry.model_name={name}")
+    )
+    x[0, 0] += 1  # the file changes after training: scored anyway, with a warning
+    save_npz_reproducibly(flat, {"x": x, "y": y})
+
+    evaluate = run_cli("evaluate", name, tracking_uri=tracking_uri)  # no data overrides
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert f"warning: {flat} has changed since version 1 was trained" in evaluate.stdout
+    assert f"on {flat} (the data version 1 was trained on;" in evaluate.stdout
+    run = client.get_run(evaluate.stdout.split(" in run ")[1].split()[0])
+    assert run.data.tags["data.file"] == str(flat)
+    assert client.get_experiment(run.info.experiment_id).name == "flat"
+
+
 def test_gate_keeps_a_champion_it_cannot_score_on_new_data(
     make_cfg, tracking_uri: str, tmp_path: Path
 ) -> None:

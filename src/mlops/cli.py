@@ -45,15 +45,28 @@ def _client(cfg):
 def _evaluate(args: argparse.Namespace) -> None:
     from mlops import training
     from mlops.registry.aliases import parse_model_ref, resolve_version
+    from mlops.registry.evaluate import chooses_data, training_md5, with_training_data
 
     cfg = _config(args)
     client = _client(cfg)
     name, ref = parse_model_ref(args.model)
     version = resolve_version(client, name, args.version or ref or "@champion")
+    trained = None if chooses_data(args.overrides) else with_training_data(cfg, client, version)
+    if trained is not None:
+        cfg, source = trained, f"the data version {version.version} was trained on"
+    elif chooses_data(args.overrides):
+        source = "the data the overrides name"
+    else:
+        source = "the configured data: the version's run logged no config"
     datamodule = training.load_data(cfg)
-    evaluation = training.evaluator_for(cfg, client, datamodule).evaluate(version)
-    print(f"evaluated {name} version {evaluation.version} on {datamodule.path} "
-          f"(data.dvc md5 {evaluation.data_md5}, file matches it: "
+    evaluator = training.evaluator_for(cfg, client, datamodule)
+    then = training_md5(client, version)
+    if trained is not None and then not in (None, evaluator.file_md5):
+        print(f"warning: {datamodule.path} has changed since version {version.version} was "
+              f"trained (md5 {then} then, {evaluator.file_md5} now)")  # fmt: skip
+    evaluation = evaluator.evaluate(version)
+    print(f"evaluated {name} version {evaluation.version} on {datamodule.path} ({source}; "
+          f"data.dvc md5 {evaluation.data_md5}, file matches it: "
           f"{evaluation.data_matches_pin}) in run {evaluation.run_id}")  # fmt: skip
     for key, value in evaluation.metrics.items():
         if "/recall/" not in key:
@@ -131,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(handler=_prepare_data)
 
     evaluate = _with_config(
-        commands.add_parser("evaluate", help="score a registered version on the test split")
+        commands.add_parser(
+            "evaluate", help="score a registered version on the test split of its training data"
+        )
     )
     evaluate.add_argument("model", help="registered model, optionally with @alias or /version")
     evaluate.add_argument("--version", help="version number or @alias (default: @champion)")

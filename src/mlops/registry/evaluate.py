@@ -1,4 +1,5 @@
-"""Score a registered version, loaded from the registry, on the test split of the pinned data.
+"""Score a registered version, loaded from the registry, on the test split of a dataset:
+the one it was trained on unless told otherwise.
 
 One evaluation run per call (metrics, confusion matrix, data hash, model version), linked
 from the version's tags. The gate compares challenger and champion only through this.
@@ -7,6 +8,7 @@ from the version's tags. The gate compares challenger and champion only through 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +18,14 @@ from matplotlib import pyplot as plt
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
+from omegaconf import DictConfig, OmegaConf
 
 from mlops.data.files import FilesDataModule
 from mlops.errors import DataError
 from mlops.registry.gate import RECALL_PREFIX
 from mlops.tracking.lineage import dvc_data_hash, file_md5, pin_status
 from mlops.tracking.plots import confusion_matrix_figure
-from mlops.tracking.run import artifact_location_for
+from mlops.tracking.run import artifact_location_for, logged_config
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,38 @@ def check_input_shape(
     if not fits:
         raise DataError(
             f"{label} takes inputs shaped {expected}, but {source} has samples shaped "
-            f"{data_shape}; evaluate it on the data it was trained on (data=..., data.path=...)"
+            f"{data_shape}; evaluate it on the data it was trained on (with no data overrides, "
+            "`mlops evaluate` uses its training run's data)"
         )
+
+
+def chooses_data(overrides: Sequence[str]) -> bool:
+    """Whether Hydra overrides name the data themselves (`data=...`, `data.path=...`,
+    `+data.key=...`, `~data.key`)."""
+    keys = (override.split("=", 1)[0].lstrip("+~") for override in overrides)
+    return any(key.split(".")[0] == "data" for key in keys)
+
+
+def with_training_data(
+    cfg: DictConfig, client: MlflowClient, version: ModelVersion
+) -> DictConfig | None:
+    """`cfg` with the data config the version's training run started with, so that a model
+    trained on a user's file is scored on that file without repeating its overrides; None
+    for a version whose run logged no config (registered by other code)."""
+    config = logged_config(client, version.run_id) if version.run_id else None
+    data = (config or {}).get("data")
+    if not isinstance(data, dict):
+        return None
+    chosen = cfg.copy()
+    chosen.data = OmegaConf.create(data)
+    return chosen
+
+
+def training_md5(client: MlflowClient, version: ModelVersion) -> str | None:
+    """The md5 of the data file the version's training run read, as tagged on the run."""
+    if not version.run_id:
+        return None
+    return client.get_run(version.run_id).data.tags.get("data.file_md5")
 
 
 class Evaluator:

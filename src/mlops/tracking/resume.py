@@ -9,7 +9,6 @@ model, optimizer or scheduler config that differs from the one whose state it ho
 from __future__ import annotations
 
 import random
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from mlops.errors import MlopsError
-from mlops.tracking.run import CONFIG_ARTIFACT
+from mlops.tracking.run import CONFIG_ARTIFACT, logged_config
 
 RUN_ID_KEY = "mlops_mlflow_run_id"
 RNG_KEY = "mlops_rng_states"
@@ -163,16 +161,13 @@ def read_resume_point(ckpt_path: str) -> ResumePoint:
 
 
 def first_config(client: MlflowClient, run_id: str) -> dict[str, Any]:
-    """The resolved config the run was started with (its `config/train.yaml` artifact)."""
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            local = client.download_artifacts(run_id, CONFIG_ARTIFACT, folder)
-        except (MlflowException, OSError):
-            raise ResumeError(
-                f"run {run_id} has no {CONFIG_ARTIFACT} artifact to compare the config with; "
-                "it was not started by an mlops training"
-            ) from None
-        return yaml.safe_load(Path(local).read_text())
+    config = logged_config(client, run_id)
+    if config is None:
+        raise ResumeError(
+            f"run {run_id} has no {CONFIG_ARTIFACT} artifact to compare the config with; "
+            "it was not started by an mlops training"
+        )
+    return config
 
 
 def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib import pyplot as plt
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from mlops.tracking.plots import confusion_matrix_figure, learning_curves_figure
@@ -70,6 +74,17 @@ def build_mlflow_logger(
         return instantiate(
             logger_cfg, tags=dict(tags), artifact_location=artifact_location, run_id=run_id
         )
+
+
+def logged_config(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+    """The resolved config a run started with (its `CONFIG_ARTIFACT`); None for a run that
+    has none, i.e. one not started by an mlops training."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = client.download_artifacts(run_id, CONFIG_ARTIFACT, folder)
+        except (MlflowException, OSError):
+            return None
+        return yaml.safe_load(Path(local).read_text())
 
 
 def log_config(logger: MLFlowLogger, cfg: DictConfig) -> None:

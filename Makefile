@@ -63,6 +63,9 @@ deploy: install ## build a Bento of MODEL at VERSION (default @champion)
 
 serve: install ## serve the last Bento built by make deploy on 127.0.0.1:3000 (SERVE_PORT=...)
 	@test -f $(BENTO_BUILD_DIR)/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
+	@if (exec 3<>/dev/tcp/127.0.0.1/$(SERVE_PORT)) 2>/dev/null; then \
+		echo "port $(SERVE_PORT) on 127.0.0.1 is taken (an earlier make serve?): stop it, or make serve SERVE_PORT=3001"; \
+		exit 1; fi
 	BENTOML_HOME=$(BENTOML_STORE) $(BIN)/bentoml serve $$(cat $(BENTO_BUILD_DIR)/LAST_BENTO) --host 127.0.0.1 --port $(SERVE_PORT)
 
 containerize: install ## docker image of the last Bento (needs a Docker engine)

@@ -26,10 +26,12 @@ FAMILIES = {"mlp": ["model=mlp"], "cnn": ["model=cnn"], "rnn": ["model=rnn", "mo
 MAX_BODY = 200_000
 
 
-def post(url: str, body: bytes | dict, path: str = "/predict") -> tuple[int, object]:
+def post(
+    url: str, body: bytes | dict, path: str = "/predict", content_type: str = "application/json"
+) -> tuple[int, object]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(f"{url}{path}", data=data,
-                                     headers={"content-type": "application/json"})  # fmt: skip
+                                     headers={"content-type": content_type})  # fmt: skip
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -112,6 +114,15 @@ def test_bad_requests_are_4xx_with_a_reason(servers, case: str) -> None:
     assert 400 <= status < 500, (status, message)
     assert reason in str(message), message
     assert post(served["url"], {"inputs": np.zeros((1, 1, 8, 8)).tolist()})[0] == 200  # still up
+
+
+def test_a_form_encoded_body_is_refused_with_the_header_to_send(servers) -> None:
+    served = servers("cnn")
+    valid = {"inputs": np.zeros((1, 1, 8, 8)).tolist()}
+    status, message = post(served["url"], valid, content_type="application/x-www-form-urlencoded")
+    assert status == 415, (status, message)
+    assert "Content-Type: application/json" in str(message)
+    assert post(served["url"], valid, content_type="text/plain")[0] == 200  # parsed as JSON
 
 
 def test_concurrent_burst_has_no_errors(servers, digits_file: Path) -> None:

@@ -1,5 +1,5 @@
-"""Small ASGI middlewares: refuse oversized bodies before they are read; answer GET /metadata;
-spread keep-alive connections over the workers."""
+"""Small ASGI middlewares: refuse oversized bodies before they are read, and form bodies;
+answer GET /metadata; spread keep-alive connections over the workers."""
 
 from __future__ import annotations
 
@@ -26,6 +26,30 @@ class BodySizeLimit:
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and int(length) > self.max_body_bytes:
             return await self._refuse(send, length.decode())
+        return await self.app(scope, receive, send)
+
+
+FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+
+class FormBodyRefusal:
+    """ASGI middleware: 415 for a form body (what `curl -d` sends without a content-type
+    header). BentoML would read it as form fields and answer that `inputs` is missing,
+    which hides that the JSON was never parsed."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            content_type = dict(scope.get("headers", [])).get(b"content-type", b"")
+            if content_type.split(b";")[0].strip().lower() in FORM_TYPES:
+                message = (
+                    f"request body sent as {content_type.decode(errors='replace')}; send JSON "
+                    "with the header Content-Type: application/json "
+                    "(curl: -H 'content-type: application/json')"
+                )
+                return await _json(send, 415, json.dumps({"error": message}).encode())
         return await self.app(scope, receive, send)
 
 

@@ -40,6 +40,22 @@ def test_the_leafspec_deprecation_goes_and_other_future_warnings_stay() -> None:
     assert [str(w.message) for w in caught] == ["something else is deprecated"]
 
 
+def test_a_spawned_ddp_process_installs_the_filters_too(monkeypatch) -> None:
+    """A process started by `start_method: spawn` has none of its parent's filters; the
+    strategy's per-process setup installs them before Lightning's loaders warn."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from mlops.distributed.strategy import EvalBufferSyncDDPStrategy
+
+    monkeypatch.setattr(DDPStrategy, "setup_environment", lambda self: None)  # no process group
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()  # as in a new process
+        warnings.simplefilter("always")
+        EvalBufferSyncDDPStrategy(start_method="spawn").setup_environment()
+        _tree_flatten(torch.zeros(1))
+    assert caught == []
+
+
 def test_exporting_the_built_in_networks_warns_nothing_and_other_user_warnings_stay(
     tmp_path: Path,
 ) -> None:

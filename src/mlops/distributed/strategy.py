@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 
+from mlops.quiet import silence_unactionable_messages
+
 
 class EvalBufferSyncDDPStrategy(DDPStrategy):
     """`DDPStrategy` (every argument the same) with `forward_sync_buffers=False` (buffers are
@@ -31,6 +33,12 @@ class EvalBufferSyncDDPStrategy(DDPStrategy):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("forward_sync_buffers", False)
         super().__init__(**kwargs)
+
+    def setup_environment(self) -> None:
+        # Runs in every process; a spawned one (ddp_spawn presets) starts without the
+        # parent's warning filters.
+        silence_unactionable_messages()
+        super().setup_environment()
 
     def on_validation_start(self) -> None:
         super().on_validation_start()

@@ -197,6 +197,12 @@ def check_metadata_health_and_metrics(served: dict) -> None:
     assert metadata["data_md5"].endswith(".dir")
     assert metadata["data_matches_pin"] == "unknown"  # trained on a copy outside the project
     assert get(served["url"], "/livez")[0] == 200
+    answer = json.loads(get(served["url"], "/docs.json")[1])["paths"]["/predict"]["post"]
+    assert answer["responses"]["200"]["content"] == {
+        "application/json": {
+            "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}}
+        }
+    }
     assert get(served["url"], "/readyz")[0] == 200
     post(served["url"], {"inputs": np.zeros((3, 1, 8, 8)).tolist()})
     _, metrics = get(served["url"], "/metrics")

@@ -16,8 +16,9 @@ from typing import Annotated
 
 import bentoml
 import numpy as np
-from bentoml.validators import ContentType, DType, Shape
-from pydantic import AfterValidator, BaseModel
+from _bentoml_sdk.io_models import IORootModel
+from bentoml.validators import DType, Shape
+from pydantic import AfterValidator, BaseModel, TypeAdapter
 
 from mlops.serving.deployment import Deployment
 from mlops.serving.middleware import (
@@ -58,9 +59,23 @@ class Prediction(BaseModel):
     probabilities: list[float]
 
 
-# A declared media type: without it BentoML derives one from the output's JSON schema,
-# regenerated on every response (a quarter of a request's time, profiled).
-Predictions = Annotated[list[Prediction], ContentType("application/json")]
+PREDICTION_LIST = TypeAdapter(list[Prediction])
+
+
+class PredictionList(IORootModel[list[Prediction]]):
+    """The output type BentoML builds for `list[Prediction]`, with two shortcuts that keep
+    its schema and JSON values: the answer is encoded by pydantic's compiled serializer
+    (BentoML dumps the list to Python objects and runs `json.dumps` on them: 3.5x the time
+    for a 64-sample answer, 400 -> 113 us measured), and its media type is declared
+    (BentoML derives it from the JSON schema, regenerated on every response: a quarter of a
+    request's time, profiled)."""
+
+    @classmethod
+    def mime_type(cls) -> str:
+        return "application/json"
+
+    def model_dump_json(self, **kwargs: object) -> str:
+        return PREDICTION_LIST.dump_json(self.root).decode()
 
 
 def service_metrics():
@@ -119,13 +134,15 @@ class ClassifierService:
     )
     # async: the forward pass of one small batch runs on the event loop, which is cheaper
     # than BentoML's hand-off to a worker thread and back (measured, ~5% more req/s).
-    async def predict(self, inputs: Inputs) -> Predictions:
+    async def predict(self, inputs: Inputs) -> PredictionList:
         self.batch_size.observe(len(inputs))
         probabilities = self.probabilities(inputs)
-        labels = probabilities.argmax(axis=1)
+        labels = probabilities.argmax(axis=1).tolist()
+        # BentoML splits this list per request and validates each part into PredictionList;
+        # plain dicts validate faster than Prediction objects are built
         return [
-            Prediction(label=int(label), probabilities=row.tolist())
-            for label, row in zip(labels, probabilities, strict=True)
+            {"label": label, "probabilities": row}
+            for label, row in zip(labels, probabilities.tolist(), strict=True)
         ]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from mlops.quiet import artifact_progress_bars_only_on_a_terminal
+
 BENCHMARKS = ("train_accuracy", "train_speed", "ddp_scaling", "serving", "cold_start")
 
 
@@ -13,6 +15,7 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(BENCHMARKS))
     if unknown:
         raise SystemExit(f"unknown benchmark {unknown}; choose from {', '.join(BENCHMARKS)}")
+    artifact_progress_bars_only_on_a_terminal()
     for name in chosen:
         print(f"== bench.{name}", flush=True)
         module = importlib.import_module(f"bench.{name}")

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 
 from mlops import training
 from mlops.data.arrays import save_npz_reproducibly
-from mlops.errors import DataError, ModelConfigError
+from mlops.errors import DataError, LaunchError, ModelConfigError
 from mlops.models.mlp import MLP
 from mlops.tracking.lineage import dvc_data_hash, file_md5
 from pipelines.train import train
@@ -208,6 +208,26 @@ def test_registry_settings_are_checked_before_a_run(
     """They are read after training: a typo must not cost one."""
     before = runs_in(tracking_uri)
     with pytest.raises(ModelConfigError, match=message):
+        train(make_cfg(override))
+    assert runs_in(tracking_uri) == before
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "message"),
+    [
+        ("data.batch_size=0", DataError, "data.batch_size=0: use a whole number"),
+        ("optimizer.lr=-1", ModelConfigError, "Invalid learning rate: -1; fix the optimizer"),
+        ("trainer.max_epochs=0", LaunchError, "trainer.max_epochs=0 trains nothing"),
+        ("trainer.limit_train_batches=0", LaunchError, "limit_train_batches=0 trains nothing"),
+    ],
+)
+def test_values_that_would_fail_or_train_nothing_are_refused_before_a_run(
+    make_cfg, tracking_uri: str, override: str, error: type, message: str
+) -> None:
+    """Lightning would reach them inside `fit`, with a run already created (or, for zero
+    steps, test and register the untrained network)."""
+    before = runs_in(tracking_uri)
+    with pytest.raises(error, match=message):
         train(make_cfg(override))
     assert runs_in(tracking_uri) == before
 

@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from mlops.data.files import FilesDataModule
-from mlops.errors import LaunchError, MlopsError
-from mlops.models.classifier import Classifier
+from mlops.errors import LaunchError, MlopsError, ModelConfigError
+from mlops.models.classifier import Classifier, optimizers_config
 from mlops.models.standardize import Standardized
 from mlops.quiet import silence_unactionable_messages
 from mlops.registry.evaluate import Evaluator
@@ -56,7 +56,12 @@ class TrainingResult:
 
 def load_data(cfg: DictConfig) -> FilesDataModule:
     """Instantiate the datamodule and validate its files now, before any run exists."""
-    datamodule: FilesDataModule = instantiate(cfg.data)
+    try:
+        datamodule: FilesDataModule = instantiate(cfg.data)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, MlopsError):  # keep our one-line message on top
+            raise error.__cause__ from None
+        raise
     datamodule.splits  # noqa: B018 - reads and validates; raises DataError naming the problem
     return datamodule
 
@@ -78,8 +83,18 @@ def build_network(cfg: DictConfig, datamodule: FilesDataModule) -> nn.Module:
 
 
 def build_classifier(cfg: DictConfig, net: nn.Module, num_classes: int) -> Classifier:
+    """Lightning builds the optimizer and scheduler only inside `fit`; one trial build now
+    refuses a value torch rejects (a negative learning rate) before the run exists."""
+    optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    return Classifier(net, num_classes, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+    try:
+        optimizers_config(net, optimizer, scheduler)
+    except (ValueError, TypeError) as error:
+        raise ModelConfigError(
+            f"the optimizer or scheduler cannot be built: {error}; fix the optimizer.* or "
+            "scheduler.* values"
+        ) from None
+    return Classifier(net, num_classes, optimizer=optimizer, scheduler=scheduler)
 
 
 def registered_model_name(cfg: DictConfig, net: nn.Module) -> str:
@@ -106,6 +121,13 @@ def check_launch(cfg: DictConfig) -> None:
             "sees none (a CPU build of torch, or no driver): train on the CPU with "
             "trainer=cpu, or trainer=ddp_cpu for DDP"
         )
+
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
+        if cfg.trainer.get(key) == 0:
+            raise LaunchError(
+                f"trainer.{key}=0 trains nothing, and the job would test and register the "
+                "untrained network; set it above 0"
+            )
 
     multirun = current_sweep_job() is not None
     if multirun and cfg.get("ckpt_path"):

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mlops.data.arrays import load_arrays
 from mlops.data.validation import Splits, validate_and_split
+from mlops.errors import DataError
 
 
 class ArrayDataset(Dataset):
@@ -59,6 +60,8 @@ class FilesDataModule(L.LightningDataModule):
         standardize: bool = False,
     ) -> None:
         super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise DataError(f"data.batch_size={batch_size}: use a whole number of samples >= 1")
         self.name = name
         self.path = Path(path)
         self.label_column = label_column

@@ -208,6 +208,7 @@ def test_cli_history_show_evaluate_and_errors(
     assert show.returncode == 0, show.stderr
     assert "git commit" in show.stdout and "pip-freeze.txt" in show.stdout
     assert "data matches pin" in show.stdout
+    assert str(digits_file) in show.stdout  # the file the version was trained on
     evaluate = run_cli(
         "evaluate", name, "--version", "1", f"data.path={digits_file}", tracking_uri=tracking_uri
     )
@@ -245,6 +246,7 @@ def test_cli_evaluate_scores_a_version_on_the_data_it_was_trained_on(
     run = client.get_run(evaluate.stdout.split(" in run ")[1].split()[0])
     assert run.data.tags["data.file"] == str(flat)
     assert client.get_experiment(run.info.experiment_id).name == "flat"
+    assert client.get_model_version(name, "1").tags["evaluation.data_file"] == str(flat)
 
 
 def test_gate_keeps_a_champion_it_cannot_score_on_new_data(

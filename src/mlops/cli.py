@@ -51,17 +51,18 @@ def _evaluate(args: argparse.Namespace) -> None:
     client = _client(cfg)
     name, ref = parse_model_ref(args.model)
     version = resolve_version(client, name, args.version or ref or "@champion")
-    trained = None if chooses_data(args.overrides) else with_training_data(cfg, client, version)
-    if trained is not None:
-        cfg, source = trained, f"the data version {version.version} was trained on"
-    elif chooses_data(args.overrides):
+    as_trained = False
+    if chooses_data(args.overrides):
         source = "the data the overrides name"
-    else:
+    elif (trained := with_training_data(cfg, client, version)) is None:
         source = "the configured data: the version's run logged no config"
+    else:
+        cfg, as_trained = trained, True
+        source = f"the data version {version.version} was trained on"
     datamodule = training.load_data(cfg)
     evaluator = training.evaluator_for(cfg, client, datamodule)
     then = training_md5(client, version)
-    if trained is not None and then not in (None, evaluator.file_md5):
+    if as_trained and then not in (None, evaluator.file_md5):
         print(f"warning: {datamodule.path} has changed since version {version.version} was "
               f"trained (md5 {then} then, {evaluator.file_md5} now)")  # fmt: skip
     evaluation = evaluator.evaluate(version)

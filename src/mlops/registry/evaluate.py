@@ -174,6 +174,7 @@ class Evaluator:
         self.client.set_terminated(run_id)
         for key, value in {
             "evaluation.run_id": run_id,
+            "evaluation.data_file": str(self.datamodule.path),
             "evaluation.data_md5": self.data_md5,
             "evaluation.data_matches_pin": self.matches_pin,
             **{f"evaluation.{k}": f"{v:.6f}" for k, v in metrics.items() if RECALL_PREFIX not in k},

@@ -51,6 +51,7 @@ def lineage_table(client: MlflowClient, version: ModelVersion) -> Table:
         "git commit": version.tags.get("git.commit", "-"),
         "git dirty": version.tags.get("git.dirty", "-"),
         "data (data.dvc md5)": version.tags.get("data.dvc_md5", "-"),
+        "data file": version.tags.get("data.file") or run.data.tags.get("data.file", "-"),
         "data file md5": version.tags.get("data.file_md5", "-"),
         "data matches pin": version.tags.get("data.matches_pin", "-"),
         "overrides": version.tags.get("hydra.overrides", "-"),

@@ -176,6 +176,17 @@ def test_served_version_predicts_like_mlflow_and_reports_itself(
     check_metadata_health_and_metrics(served)
 
 
+def test_bentomls_own_client_reads_the_answers(servers, digits_file: Path) -> None:
+    """The service's declared output type is what BentoML's client decodes answers with."""
+    served = servers("cnn")
+    x = np.load(digits_file)["x_test"][:3]
+    with bentoml.SyncHTTPClient(served["url"]) as client:
+        answers = client.predict(inputs=x)
+    status, expected = post(served["url"], {"inputs": x.tolist()})
+    assert status == 200
+    assert answers == expected
+
+
 def check_predictions_equal_mlflow_pyfunc(served: dict, digits_file: Path) -> None:
     x = np.load(digits_file)["x_test"][:24]
     status, predictions = post(served["url"], {"inputs": x.tolist()})

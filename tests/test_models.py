@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from mlops.errors import ModelConfigError
 from mlops.models.classifier import Classifier
@@ -70,6 +71,21 @@ def test_inference_model_returns_probabilities_and_leaves_training_net_alone() -
     assert torch.allclose(probabilities.sum(dim=1), torch.ones(6))
     assert net.training and not model.training
     assert model.net is not net
+
+
+@pytest.mark.parametrize("input_shape", [(1, 8, 8), (3, 16)])  # 2-D and 1-D convolutions
+def test_inference_model_folds_batch_norms_into_the_convolutions(input_shape) -> None:
+    net = CNN(input_shape, 10)
+    with torch.no_grad():  # running statistics far from the initial 0 and 1
+        for _ in range(5):
+            net(torch.randn(32, *input_shape) * 3 + 1)
+    x = torch.randn(64, *input_shape)
+    with torch.no_grad():
+        unfolded = torch.softmax(net.eval()(x), dim=-1)
+        folded = inference_model(net)
+        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+        torch.testing.assert_close(folded(x), unfolded, atol=1e-6, rtol=1e-5)
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())  # untouched
 
 
 def test_classifier_builds_optimizer_and_scheduler_from_factories() -> None:

@@ -18,6 +18,7 @@ from matplotlib import pyplot as plt
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from mlops.data.files import FilesDataModule
@@ -96,10 +97,14 @@ def with_training_data(
 
 
 def training_md5(client: MlflowClient, version: ModelVersion) -> str | None:
-    """The md5 of the data file the version's training run read, as tagged on the run."""
+    """The md5 of the data file the version's training run read, as tagged on the run; None
+    when the run is gone (deleted and garbage-collected) or was not an mlops training."""
     if not version.run_id:
         return None
-    return client.get_run(version.run_id).data.tags.get("data.file_md5")
+    try:
+        return client.get_run(version.run_id).data.tags.get("data.file_md5")
+    except MlflowException:
+        return None
 
 
 class Evaluator:

@@ -252,6 +252,19 @@ def test_cli_evaluate_scores_a_version_on_the_data_it_was_trained_on(
     assert client.get_model_version(name, "1").tags["evaluation.data_file"] == str(flat)
 
 
+def test_a_version_whose_run_is_gone_is_scored_on_the_configured_data(
+    make_cfg, tracking_uri: str
+) -> None:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from mlops.registry.evaluate import training_md5, with_training_data
+
+    client = MlflowClient(tracking_uri)
+    orphan = ModelVersion("orphan", "1", 0, run_id="0" * 32)  # its run was garbage-collected
+    assert training_md5(client, orphan) is None
+    assert with_training_data(make_cfg(), client, orphan) is None
+
+
 def test_gate_keeps_a_champion_it_cannot_score_on_new_data(
     make_cfg, tracking_uri: str, tmp_path: Path
 ) -> None:

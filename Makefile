@@ -20,9 +20,10 @@ BENCH ?= all
 DATA_FILE := data/digits/digits.npz
 
 # a server would fail on a taken port with a traceback (bentoml) or wait forever (mlflow ui):
-# name the port and the fix instead; $(1) port, $(2) target, $(3) the override to suggest
+# name the port and the fix instead; $(1) port, $(2) target, $(3) the variable that sets it
 refuse_taken_port = if (exec 3<>/dev/tcp/127.0.0.1/$(1)) 2>/dev/null; then \
-	echo "port $(1) on 127.0.0.1 is taken (an earlier make $(2)?): stop it, or make $(2) $(3)"; exit 1; fi
+	echo "port $(1) on 127.0.0.1 is taken (an earlier make $(2)?): stop it, or make $(2) $(3)=$$(($(1) + 1))"; \
+	exit 1; fi
 
 .DEFAULT_GOAL := help
 .PHONY: help install data train test lint ui bench clean evaluate promote rollback history show deploy serve containerize
@@ -68,7 +69,7 @@ deploy: install ## build a Bento of MODEL at VERSION (default @champion)
 
 serve: install ## serve the last Bento built by make deploy on 127.0.0.1:3000 (SERVE_PORT=...)
 	@test -f $(BENTO_BUILD_DIR)/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
-	@$(call refuse_taken_port,$(SERVE_PORT),serve,SERVE_PORT=3001)
+	@$(call refuse_taken_port,$(SERVE_PORT),serve,SERVE_PORT)
 	BENTOML_HOME=$(BENTOML_STORE) $(BIN)/bentoml serve $$(cat $(BENTO_BUILD_DIR)/LAST_BENTO) --host 127.0.0.1 --port $(SERVE_PORT)
 
 containerize: install ## docker image of the last Bento (needs a Docker engine)
@@ -85,7 +86,7 @@ lint: install ## ruff
 	$(BIN)/ruff format --check src pipelines tests bench
 
 ui: install ## MLflow web UI on http://127.0.0.1:5000 (UI_PORT=...)
-	@$(call refuse_taken_port,$(UI_PORT),ui,UI_PORT=5001)
+	@$(call refuse_taken_port,$(UI_PORT),ui,UI_PORT)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
 
 clean: ## remove training outputs (keeps .venv, the MLflow store and data)

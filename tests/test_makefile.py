@@ -89,6 +89,7 @@ def test_servers_refuse_a_taken_port_before_starting(
         taken = subprocess.run(command, cwd=project, capture_output=True, text=True)
     assert taken.returncode != 0
     assert f"port {port} on 127.0.0.1 is taken (an earlier make {target}?)" in taken.stdout
+    assert f"or make {target} {variable}={port + 1}" in taken.stdout
     assert not (project / "calls.log").exists()
     subprocess.run(command, cwd=project, check=True)  # free again: the server starts
     assert (project / "calls.log").read_text().startswith(f"{tool} ")

@@ -61,8 +61,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         source = f"the data version {version.version} was trained on"
     datamodule = training.load_data(cfg)
     evaluator = training.evaluator_for(cfg, client, datamodule)
-    then = training_md5(client, version)
-    if as_trained and then not in (None, evaluator.file_md5):
+    then = training_md5(client, version) if as_trained else None
+    if then not in (None, evaluator.file_md5):
         print(f"warning: {datamodule.path} has changed since version {version.version} was "
               f"trained (md5 {then} then, {evaluator.file_md5} now)")  # fmt: skip
     evaluation = evaluator.evaluate(version)

@@ -6,6 +6,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -54,14 +55,20 @@ class TrainingResult:
     experiment_id: str | None = None
 
 
-def load_data(cfg: DictConfig) -> FilesDataModule:
-    """Instantiate the datamodule and validate its files now, before any run exists."""
+def instantiate_config(node: DictConfig, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, re-raising our own errors as they are: Hydra wraps what a
+    constructor raises, and its wrapper would bury the one-line message under its own."""
     try:
-        datamodule: FilesDataModule = instantiate(cfg.data)
+        return instantiate(node, **kwargs)
     except InstantiationException as error:
-        if isinstance(error.__cause__, MlopsError):  # keep our one-line message on top
+        if isinstance(error.__cause__, MlopsError):
             raise error.__cause__ from None
         raise
+
+
+def load_data(cfg: DictConfig) -> FilesDataModule:
+    """Instantiate the datamodule and validate its files now, before any run exists."""
+    datamodule: FilesDataModule = instantiate_config(cfg.data)
     datamodule.splits  # noqa: B018 - reads and validates; raises DataError naming the problem
     return datamodule
 
@@ -69,14 +76,9 @@ def load_data(cfg: DictConfig) -> FilesDataModule:
 def build_network(cfg: DictConfig, datamodule: FilesDataModule) -> nn.Module:
     """Input shape and class count come from the data, never from the YAML; with
     `data.standardize`, so do the input statistics the network starts with."""
-    try:
-        net = instantiate(
-            cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes
-        )
-    except InstantiationException as error:
-        if isinstance(error.__cause__, MlopsError):  # keep our one-line message on top
-            raise error.__cause__ from None
-        raise
+    net = instantiate_config(
+        cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes
+    )
     if datamodule.standardize:
         return Standardized.from_training_split(net, datamodule.splits.x_train)
     return net

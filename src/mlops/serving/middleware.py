@@ -1,55 +1,44 @@
-"""Small ASGI middlewares: refuse oversized bodies before they are read, and form bodies;
-answer GET /metadata; spread keep-alive connections over the workers."""
+"""Small ASGI middlewares: refuse oversized and form bodies from their headers; answer
+GET /metadata; spread keep-alive connections over the workers."""
 
 from __future__ import annotations
 
 import json
 
+FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
-class BodySizeLimit:
-    """ASGI middleware: 413 when the declared Content-Length exceeds the limit."""
+
+class RequestHeadersCheck:
+    """ASGI middleware: refuse from the headers alone, before the body is read.
+
+    413 when the declared Content-Length exceeds the limit. 415 for a form body on POST
+    (what `curl -d` sends without a content-type header): BentoML would read it as form
+    fields and answer that `inputs` is missing, which hides that the JSON was never parsed.
+    """
 
     def __init__(self, app, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
 
-    async def _refuse(self, send, size: str) -> None:
-        message = (
-            f"request body of {size} bytes exceeds max_body_bytes={self.max_body_bytes}; "
-            "send fewer samples per request"
-        )
-        await _json(send, 413, json.dumps({"error": message}).encode())
-
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        length = headers.get(b"content-length")
         if length is not None and int(length) > self.max_body_bytes:
-            return await self._refuse(send, length.decode())
-        return await self.app(scope, receive, send)
-
-
-FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-
-
-class FormBodyRefusal:
-    """ASGI middleware: 415 for a form body (what `curl -d` sends without a content-type
-    header). BentoML would read it as form fields and answer that `inputs` is missing,
-    which hides that the JSON was never parsed."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            content_type = dict(scope.get("headers", [])).get(b"content-type", b"")
-            if content_type.split(b";")[0].strip().lower() in FORM_TYPES:
-                message = (
-                    f"request body sent as {content_type.decode(errors='replace')}; send JSON "
-                    "with the header Content-Type: application/json "
-                    "(curl: -H 'content-type: application/json')"
-                )
-                return await _json(send, 415, json.dumps({"error": message}).encode())
+            message = (
+                f"request body of {length.decode()} bytes exceeds max_body_bytes="
+                f"{self.max_body_bytes}; send fewer samples per request"
+            )
+            return await _json(send, 413, json.dumps({"error": message}).encode())
+        content_type = headers.get(b"content-type", b"")
+        if scope["method"] == "POST" and content_type.split(b";")[0].strip().lower() in FORM_TYPES:
+            message = (
+                f"request body sent as {content_type.decode(errors='replace')}; send JSON "
+                "with the header Content-Type: application/json "
+                "(curl: -H 'content-type: application/json')"
+            )
+            return await _json(send, 415, json.dumps({"error": message}).encode())
         return await self.app(scope, receive, send)
 
 

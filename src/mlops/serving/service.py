@@ -21,12 +21,7 @@ from bentoml.validators import DType, Shape
 from pydantic import AfterValidator, BaseModel, TypeAdapter
 
 from mlops.serving.deployment import Deployment
-from mlops.serving.middleware import (
-    BodySizeLimit,
-    ConnectionRecycling,
-    FormBodyRefusal,
-    MetadataRoute,
-)
+from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
 from mlops.serving.worker import bind_api_method, service_options, settle_garbage_collector
 
 DEPLOYMENT = Deployment.read(Path.cwd())
@@ -146,8 +141,7 @@ class ClassifierService:
         ]
 
 
-ClassifierService.add_asgi_middleware(BodySizeLimit, max_body_bytes=DEPLOYMENT.max_body_bytes)
-ClassifierService.add_asgi_middleware(FormBodyRefusal)
+ClassifierService.add_asgi_middleware(RequestHeadersCheck, max_body_bytes=DEPLOYMENT.max_body_bytes)
 ClassifierService.add_asgi_middleware(MetadataRoute, metadata=DEPLOYMENT.public_metadata())
 if DEPLOYMENT.reconnect_every:
     ClassifierService.add_asgi_middleware(ConnectionRecycling, every=DEPLOYMENT.reconnect_every)

@@ -3,6 +3,7 @@ and test metrics that a single process reproduces from the registered weights.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from mlflow import MlflowClient
 from mlops.data.arrays import load_npz, save_npz_reproducibly
 from mlops.data.files import FilesDataModule
 from tests.conftest import FAST, ROOT
+from tests.servers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,43 @@ def odd_test_split(digits_file: Path, tmp_path_factory: pytest.TempPathFactory) 
 def train_command(*overrides: str, multirun: bool = False) -> list[str]:
     script = [sys.executable, str(ROOT / "pipelines" / "train.py"), *(["-m"] if multirun else [])]
     return [*script, *FAST, "model=mlp", *overrides]
+
+
+def check_two_processes(job: subprocess.CompletedProcess) -> None:
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in job.stdout + job.stderr, "did not run 2 processes"
+    assert "per process set to SCHED_IDLE" in job.stdout + job.stderr  # gloo_polling.py
+    assert job.stdout.count("registered digits-mlp version") == 1  # rank zero reports
+
+
+def check_one_job(uri: str, output_dir: Path, data_file: Path) -> None:
+    """One run, one version, one folder with one checkpoint of each kind, and the test
+    accuracy a single process gets from the registered weights."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("digits")
+    runs = client.search_runs([experiment.experiment_id])
+    training_runs = [r for r in runs if "mlops.run_type" not in r.data.tags]
+    assert len(training_runs) == 1, [r.info.run_name for r in runs]
+    run = training_runs[0]
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2  # once per epoch
+    assert len(client.get_metric_history(run.info.run_id, "train/samples_per_sec")) == 2
+
+    versions = client.search_model_versions("name = 'digits-mlp'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert versions[0].run_id == run.info.run_id
+
+    # one best (registered) and one last (to resume), by rank zero only
+    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]
+
+    # One process, registered weights, the whole test split: the same accuracy.
+    model = mlflow.pyfunc.load_model(client.get_model_version_download_uri("digits-mlp", "1"))
+    arrays = load_npz(data_file)
+    predicted = np.asarray(model.predict(arrays["x_test"])).argmax(axis=1)
+    accuracy = float((predicted == arrays["y_test"]).mean())
+    assert run.data.metrics["test/acc"] == pytest.approx(accuracy, abs=1e-6)
 
 
 # Lightning re-runs the script for rank 1; torchrun starts both ranks at once (and so both
@@ -64,37 +103,57 @@ def test_ddp_cpu_job_is_one_run_and_one_version(
     else:
         command = train_command(*overrides, f"paths.log_dir={log_dir}")
     job = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-    assert "GLOBAL_RANK: 1" in job.stdout + job.stderr, "did not run 2 processes"
-    assert "per process set to SCHED_IDLE" in job.stdout + job.stderr  # gloo_polling.py
-    assert job.stdout.count("registered digits-mlp version") == 1  # rank zero reports
-
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("digits")
-    runs = client.search_runs([experiment.experiment_id])
-    training_runs = [r for r in runs if "mlops.run_type" not in r.data.tags]
-    assert len(training_runs) == 1, [r.info.run_name for r in runs]
-    run = training_runs[0]
-    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2  # once per epoch
-    assert len(client.get_metric_history(run.info.run_id, "train/samples_per_sec")) == 2
-
-    versions = client.search_model_versions("name = 'digits-mlp'")
-    assert [str(v.version) for v in versions] == ["1"]
-    assert versions[0].run_id == run.info.run_id
+    check_two_processes(job)
 
     (output_dir,) = (log_dir / "train" / "runs").iterdir()
-    # one best (registered) and one last (to resume), by rank zero only
-    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == [
-        "best.ckpt",
-        "last.ckpt",
-    ]
+    check_one_job(uri, output_dir, odd_test_split)
 
-    # One process, registered weights, the whole test split: the same accuracy.
-    model = mlflow.pyfunc.load_model(client.get_model_version_download_uri("digits-mlp", "1"))
-    arrays = load_npz(odd_test_split)
-    predicted = np.asarray(model.predict(arrays["x_test"])).argmax(axis=1)
-    accuracy = float((predicted == arrays["y_test"]).mean())
-    assert run.data.metrics["test/acc"] == pytest.approx(accuracy, abs=1e-6)
+
+# srun on one machine: SLURM_NTASKS copies of the command, each given the variables SLURM
+# sets per task (its rank, its rank on its node, its node), as if on SLURM_NNODES nodes.
+LOCAL_SRUN = """#!/bin/bash
+pids=()
+for ((rank = 0; rank < SLURM_NTASKS; rank++)); do
+    SLURM_PROCID=$rank SLURM_LOCALID=$((rank % SLURM_NTASKS_PER_NODE)) \\
+        SLURM_NODEID=$((rank / SLURM_NTASKS_PER_NODE)) "$@" &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+"""
+
+
+def test_sbatch_script_trains_one_job_on_two_nodes(tmp_path: Path, odd_test_split: Path) -> None:
+    """pipelines/train_ddp.sbatch as SLURM runs it for 2 nodes x 1 task (CPU instead of
+    GPUs): Lightning takes ranks, nodes and the address from SLURM's variables."""
+    srun = tmp_path / "bin" / "srun"
+    srun.parent.mkdir()
+    srun.write_text(LOCAL_SRUN)
+    srun.chmod(0o755)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    slurm = {
+        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "mlops-ddp", "SLURM_SUBMIT_DIR": str(ROOT),
+        "SLURM_JOB_NUM_NODES": "2", "SLURM_NNODES": "2", "SLURM_NODELIST": "127.0.0.1",
+        "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_CPUS_PER_TASK": "1",
+    }  # fmt: skip
+    env = {
+        **os.environ,
+        **slurm,
+        "PATH": f"{srun.parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": uri,
+        "MASTER_PORT": str(free_port()),  # SLURM's would come from the job id
+    }
+    job = subprocess.run(
+        ["bash", str(ROOT / "pipelines" / "train_ddp.sbatch"), "trainer.accelerator=cpu",
+         *FAST, "model=mlp", f"data.path={odd_test_split}", f"paths.log_dir={tmp_path / 'logs'}",
+         f"paths.mlflow_artifacts_dir={tmp_path / 'mlartifacts'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    check_two_processes(job)
+    output_dir = tmp_path / "logs" / "train" / "runs" / "slurm-4242"
+    assert output_dir.is_dir(), sorted((tmp_path / "logs").rglob("*"))
+    check_one_job(uri, output_dir, odd_test_split)
 
 
 def test_ddp_under_multirun_fails_before_any_run(tmp_path: Path, digits_file: Path) -> None:

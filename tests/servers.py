@@ -1,5 +1,5 @@
-"""Real servers for tests: a free 127.0.0.1 port, readiness over HTTP, and cleanup of the
-whole process group, so no test leaves a process behind."""
+"""Real servers and jobs for tests: a free 127.0.0.1 port, readiness over HTTP, and cleanup
+of the whole process group, so no test leaves a process behind."""
 
 from __future__ import annotations
 
@@ -63,3 +63,20 @@ def running_server(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def run_own_group(
+    command: list[str], cwd: Path, env: dict[str, str], timeout_s: float = 300
+) -> subprocess.CompletedProcess:
+    """`subprocess.run` in a process group of its own, killed whole at the end: a job's
+    DDP processes go with it (even hung ones), and a signal to its group never hits pytest."""
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

@@ -37,6 +37,7 @@ def test_defaults_are_digits_cnn_on_cpu() -> None:
         "lr_monitor",
         "throughput",
         "gloo_polling_priority",
+        "stop_together_on_sigterm",
     }
 
 

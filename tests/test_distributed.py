@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlops.data.arrays import load_npz, save_npz_reproducibly
 from mlops.data.files import FilesDataModule
 from tests.conftest import FAST, ROOT
-from tests.servers import free_port
+from tests.servers import free_port, run_own_group
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def check_two_processes(job: subprocess.CompletedProcess) -> None:
     assert job.stdout.count("registered digits-mlp version") == 1  # rank zero reports
 
 
-def check_one_job(uri: str, output_dir: Path, data_file: Path) -> None:
+def check_one_job(uri: str, output_dir: Path, data_file: Path, epochs: int = 2) -> None:
     """One run, one version, one folder with one checkpoint of each kind, and the test
     accuracy a single process gets from the registered weights."""
     client = MlflowClient(uri)
@@ -52,8 +52,9 @@ def check_one_job(uri: str, output_dir: Path, data_file: Path) -> None:
     training_runs = [r for r in runs if "mlops.run_type" not in r.data.tags]
     assert len(training_runs) == 1, [r.info.run_name for r in runs]
     run = training_runs[0]
-    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2  # once per epoch
-    assert len(client.get_metric_history(run.info.run_id, "train/samples_per_sec")) == 2
+    assert run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == epochs  # per epoch
+    assert len(client.get_metric_history(run.info.run_id, "train/samples_per_sec")) == epochs
 
     versions = client.search_model_versions("name = 'digits-mlp'")
     assert [str(v.version) for v in versions] == ["1"]
@@ -124,9 +125,13 @@ exit $status
 """
 
 
-def test_sbatch_script_trains_one_job_on_two_nodes(tmp_path: Path, odd_test_split: Path) -> None:
+def test_sbatch_job_on_two_nodes_stops_on_sigterm_and_resumes_when_requeued(
+    tmp_path: Path, odd_test_split: Path
+) -> None:
     """pipelines/train_ddp.sbatch as SLURM runs it for 2 nodes x 1 task (CPU instead of
-    GPUs): Lightning takes ranks, nodes and the address from SLURM's variables."""
+    GPUs): Lightning takes ranks, nodes and address from SLURM's variables. SLURM stops a
+    job with SIGTERM to every process, and runs the script again with the same job id when
+    it requeues it: the job continues its run from its last.ckpt."""
     srun = tmp_path / "bin" / "srun"
     srun.parent.mkdir()
     srun.write_text(LOCAL_SRUN)
@@ -141,19 +146,30 @@ def test_sbatch_script_trains_one_job_on_two_nodes(tmp_path: Path, odd_test_spli
         **os.environ,
         **slurm,
         "PATH": f"{srun.parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),  # the stopping callback lives in tests/
         "MLFLOW_TRACKING_URI": uri,
         "MASTER_PORT": str(free_port()),  # SLURM's would come from the job id
+        "MLOPS_RUN_DIR": str(tmp_path / "logs" / "slurm-4242"),  # not the project's logs/
     }
-    job = subprocess.run(
-        ["bash", str(ROOT / "pipelines" / "train_ddp.sbatch"), "trainer.accelerator=cpu",
-         *FAST, "model=mlp", f"data.path={odd_test_split}", f"paths.log_dir={tmp_path / 'logs'}",
-         f"paths.mlflow_artifacts_dir={tmp_path / 'mlartifacts'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    check_two_processes(job)
-    output_dir = tmp_path / "logs" / "train" / "runs" / "slurm-4242"
-    assert output_dir.is_dir(), sorted((tmp_path / "logs").rglob("*"))
-    check_one_job(uri, output_dir, odd_test_split)
+    sbatch = [
+        "bash", str(ROOT / "pipelines" / "train_ddp.sbatch"), "trainer.accelerator=cpu", *FAST,
+        "trainer.max_epochs=4", "model=mlp", f"data.path={odd_test_split}",
+        f"paths.log_dir={tmp_path / 'logs'}", f"paths.mlflow_artifacts_dir={tmp_path / 'art'}",
+    ]  # fmt: skip
+    stop = [
+        "+callbacks.stop._target_=tests.test_resume.TerminateAtEpoch",
+        "+callbacks.stop.epoch=1",
+        "+callbacks.stop.every_process=true",
+    ]
+    stopped = run_own_group([*sbatch, *stop], cwd=tmp_path, env=env)
+    assert "stopping every process at the end of this epoch" in stopped.stdout + stopped.stderr
+    assert "registered" not in stopped.stdout, stopped.stdout[-3000:] + stopped.stderr[-3000:]
+
+    requeued = run_own_group(sbatch, cwd=tmp_path, env={**env, "SLURM_RESTART_COUNT": "1"})
+    check_two_processes(requeued)
+    output_dir = tmp_path / "logs" / "slurm-4242"
+    assert f"resuming from {output_dir}/checkpoints/last.ckpt" in requeued.stdout
+    check_one_job(uri, output_dir, odd_test_split, epochs=4)
 
 
 def test_ddp_under_multirun_fails_before_any_run(tmp_path: Path, digits_file: Path) -> None:

@@ -19,6 +19,7 @@ import pipelines.train
 from mlops.tracking.resume import RUN_ID_KEY, ResumeError, config_changes, read_resume_point
 from pipelines.train import train
 from tests.conftest import ROOT
+from tests.servers import run_own_group
 from tests.test_distributed import train_command
 from tests.test_train_pipeline import artifact_paths
 
@@ -26,16 +27,25 @@ MODEL = ["model=mlp", "trainer.max_epochs=4", "registry.model_name=resume-test"]
 
 
 class TerminateAtEpoch(L.Callback):
-    """A job stopped from outside (a scheduler's time limit, `kill`): SIGTERM to the job's
-    first process when the given epoch starts, which Lightning turns into a stop of every
-    process. (A signal to every DDP process at once hangs Lightning 2.6: docs/distributed.md.)"""
+    """A job stopped from outside: SIGTERM to the job's first process (`kill <pid>`) when
+    the given epoch starts; or, with `every_process`, to all of them at once, as SLURM does
+    at a time limit (and `kill -- -<process group>`), at the end of that epoch's validation,
+    where the ranks run the checkpoint's collectives: Lightning 2.6 alone hung there."""
 
-    def __init__(self, epoch: int) -> None:
+    def __init__(self, epoch: int, every_process: bool = False) -> None:
         self.epoch = epoch
+        self.every_process = every_process
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch and trainer.global_rank == 0:
+        if not self.every_process and self.is_time(trainer):
             os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_process and self.is_time(trainer) and not trainer.sanity_checking:
+            os.killpg(os.getpgid(0), signal.SIGTERM)
+
+    def is_time(self, trainer: L.Trainer) -> bool:
+        return trainer.current_epoch == self.epoch and trainer.global_rank == 0
 
 
 STOP_AT_EPOCH_2 = [
@@ -55,7 +65,7 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
         common.append(f"paths.log_dir={tmp_path / 'logs'}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the stopping callback lives in tests/
     command = train_command(*common, *overrides)
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return run_own_group(command, cwd=ROOT, env=env)
 
 
 def test_interrupted_training_resumes_into_its_run(
@@ -269,12 +279,15 @@ def test_stopped_job_exits_143_and_resumes_on_two_processes(tmp_path: Path) -> N
 def test_a_stopped_ddp_training_resumes_to_the_numbers_of_an_uninterrupted_one(
     tmp_path: Path,
 ) -> None:
-    """2 processes stopped at epoch 2 and resumed on 2 processes: every rank's shuffles and
+    """2 processes stopped in epoch 2 by a SIGTERM to both, as SLURM sends at a time limit:
+    they stop together after that epoch (Lightning 2.6 alone hung). Resumed on 2 processes,
+    the training ends where an uninterrupted one does: every rank's shuffles and
     dropout masks continue where they stopped (each rank gets rank zero's generator states,
     equal to its own since all ranks are seeded alike and draw alike)."""
     ddp = ["trainer=ddp_cpu", "registry.gate.enabled=false"]
-    stopped = run_train(tmp_path, *ddp, *STOP_AT_EPOCH_2)
+    stopped = run_train(tmp_path, *ddp, *STOP_AT_EPOCH_2, "+callbacks.stop.every_process=true")
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "stopping every process at the end of this epoch" in stopped.stdout + stopped.stderr
     last = next((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
     resumed = run_train(tmp_path, *ddp, f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

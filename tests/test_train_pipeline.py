@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -18,6 +20,8 @@ from mlops.data.arrays import save_npz_reproducibly
 from mlops.errors import DataError, LaunchError, ModelConfigError
 from mlops.models.mlp import MLP
 from mlops.tracking.lineage import dvc_data_hash, file_md5
+from mlops.tracking.run import build_mlflow_logger
+from mlops.tracking.sweep import SweepJob
 from pipelines.train import train
 from tests.conftest import ROOT, compose_config
 
@@ -261,8 +265,30 @@ def test_user_csv_trains_and_registers_a_model_that_takes_raw_features(
         torch.testing.assert_close(registered(raw), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_an_optimized_metric_that_was_not_logged_names_the_ones_that_were() -> None:
+def test_an_optimized_metric_that_was_not_logged_names_the_ones_that_were(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     cfg = compose_config(["optimized_metric=val/accuracy"])
+    metrics = {"val/acc": 0.9, "val/loss": 0.3}
+    with warnings.catch_warnings():  # a single run: nothing reads the value, no warning
+        warnings.simplefilter("error")
+        assert training.optimized_value(cfg, metrics) is None
+    monkeypatch.setattr(training, "current_sweep_job", lambda: SweepJob(tmp_path, 0))
     with pytest.warns(UserWarning, match=r"optimized_metric=val/accuracy .* val/acc, val/loss"):
-        assert training.optimized_value(cfg, {"val/acc": 0.9, "val/loss": 0.3}) is None
+        assert training.optimized_value(cfg, metrics) is None
     assert training.optimized_value(compose_config(["optimized_metric=null"]), {}) is None
+
+
+def test_runs_of_the_same_seed_get_different_names_and_the_same_draws(tmp_path: Path) -> None:
+    """A local store names a run from Python's global `random`, which the seed has just
+    set: without a name of its own every training would be called alike in the UI."""
+    cfg = compose_config([f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    names, draws = [], []
+    for _ in range(2):
+        random.seed(cfg.seed)
+        logger = build_mlflow_logger(cfg.logger, {}, tmp_path / "mlartifacts")
+        names.append(logger.experiment.get_run(logger.run_id).info.run_name)
+        draws.append(random.random())
+    assert names[0] != names[1]
+    random.seed(cfg.seed)
+    assert draws == [random.random()] * 2  # naming the run did not move the seeded state

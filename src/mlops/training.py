@@ -220,14 +220,17 @@ def metrics_as_floats(trainer: L.Trainer) -> dict[str, float]:
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
-    """What the job returns to an optimizing sweeper: `optimized_metric` of its metrics. A
-    name this job did not log (a typo; a resume with no epoch left to train) is a warning,
-    not a failure: the training itself succeeded."""
+    """What the job returns to an optimizing sweeper: `optimized_metric` of its metrics. In
+    a sweep, a name this job did not log (a typo) is a warning, not a failure: the training
+    itself succeeded. Outside one nothing reads it (a resume with no epoch left to train
+    logs no `val/` metric), so it is not worth a warning."""
     name = cfg.get("optimized_metric")
     if name is None:
         return None
     if name in metrics:
         return metrics[name]
+    if current_sweep_job() is None:  # nothing reads the value: no warning to act on
+        return None
     warnings.warn(
         f"optimized_metric={name} was not logged by this job, so it returns nothing to a "
         f"sweeper; logged: {', '.join(sorted(metrics))}",

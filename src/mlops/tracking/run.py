@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -70,10 +71,30 @@ def build_mlflow_logger(
     artifact_location = logger_cfg.get("artifact_location") or artifact_location_for(
         logger_cfg.tracking_uri, artifacts_dir
     )
+    run_name = logger_cfg.get("run_name") or (None if run_id else unseeded_run_name())
     with store_creation_lock(logger_cfg.tracking_uri):
         return instantiate(
-            logger_cfg, tags=dict(tags), artifact_location=artifact_location, run_id=run_id
+            logger_cfg,
+            tags=dict(tags),
+            artifact_location=artifact_location,
+            run_id=run_id,
+            run_name=run_name,
         )
+
+
+def unseeded_run_name() -> str:
+    """MLflow's adjective-noun-number run name, drawn from fresh entropy. A local store
+    draws it from Python's global `random`, which the training seed has just set: every
+    training with the same seed would be named alike in the UI. The seeded state is put
+    back, so the training still draws what its seed says."""
+    from mlflow.utils.name_utils import _generate_random_name
+
+    seeded = random.getstate()
+    try:
+        random.seed()
+        return _generate_random_name()
+    finally:
+        random.setstate(seeded)
 
 
 def logged_config(client: MlflowClient, run_id: str) -> dict[str, Any] | None:

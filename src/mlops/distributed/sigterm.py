@@ -1,0 +1,71 @@
+"""Stop a DDP job on SIGTERM without hanging it.
+
+Lightning 2.6 answers SIGTERM with a broadcast from inside the signal handler (Lightning
+#20806). A collective started wherever the signal happens to land pairs with whatever
+collective the other ranks are in: when every process is signalled (SLURM at a time limit
+or preemption, torchrun's agent, `kill -- -<process group>`) the job hangs until it is
+killed, and the MLflow run is left RUNNING (seen here under SLURM's variables, 2 ranks,
+at an epoch's end).
+
+Here the handler only notes the signal, and forwards it to the processes Lightning
+started, as Lightning's does. At the end of every training epoch, once `last.ckpt` is
+written, one all-reduce tells every rank whether any was signalled, and they all stop
+there together through Lightning's own stop: exit status 143, the run marked failed, the
+resume hint, and nothing lost that `last.ckpt` does not hold. A signal during the test
+stage stops the job after it, before registration. With one process Lightning's handler
+is kept: it stops at the next step.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class StopTogetherOnSigterm(L.Callback):
+    def __init__(self) -> None:
+        self.signalled = False
+        self.trainer: L.Trainer | None = None
+        self.stop_point = ""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.take_over_sigterm(trainer, "at the end of this epoch")
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.take_over_sigterm(trainer, "after the test, before registration")
+
+    def take_over_sigterm(self, trainer: L.Trainer, stop_point: str) -> None:
+        # Lightning installs its handler just before the stage runs, and puts the original
+        # back at teardown: the stage's first hook is the place to replace it.
+        if trainer.world_size > 1:
+            self.trainer, self.stop_point = trainer, stop_point
+            signal.signal(signal.SIGTERM, self.note_sigterm)
+
+    def note_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if not self.signalled and self.trainer is not None:
+            rank_zero_info(f"SIGTERM: stopping every process {self.stop_point}")
+            launcher = self.trainer.strategy.launcher
+            if launcher is not None:  # the processes Lightning started, when it did
+                launcher.kill(signum)
+        self.signalled = True
+
+    def any_rank_signalled(self, trainer: L.Trainer) -> bool:
+        flag = torch.tensor([int(self.signalled)], device=trainer.strategy.root_device)
+        dist.all_reduce(flag)
+        return bool(flag.item())
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning checks this flag after every callback's epoch end (so after last.ckpt),
+        # on every rank at once now, and stops the fit with SIGTERMException.
+        if trainer.world_size > 1 and self.any_rank_signalled(trainer):
+            trainer._signal_connector.received_sigterm = True
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1 and self.any_rank_signalled(trainer):
+            raise SIGTERMException

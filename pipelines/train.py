@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from mlops import training
 from mlops.errors import MlopsError
+from mlops.messages import keep_in_job_log, tell
 from mlops.models.family import model_family
 from mlops.registry.register import log_and_register
 from mlops.tracking.lineage import lineage_tags
@@ -112,7 +113,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
         if trainer.is_global_zero and (
             hint := training.resume_hint(trainer, training.hydra_overrides())
         ):
-            print(hint, file=sys.stderr)
+            tell(hint, warning=True)
         if sweep_run:
             fail_sweep(logger.experiment, sweep_run)
         raise
@@ -132,24 +133,25 @@ def train(cfg: DictConfig) -> training.TrainingResult:
 
 
 def report(result: training.TrainingResult, tracking_uri: str) -> None:
-    print(
+    tell(
         f"run {result.run_id}: "
         + ", ".join(
             f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()) if k.startswith("test/")
         )
     )
-    print(f"  {ui_link(tracking_uri, f'experiments/{result.experiment_id}/runs/{result.run_id}')}")
+    tell(f"  {ui_link(tracking_uri, f'experiments/{result.experiment_id}/runs/{result.run_id}')}")
     if result.model_version:
-        print(f"registered {result.model_name} version {result.model_version}")
+        tell(f"registered {result.model_name} version {result.model_version}")
         page = f"models/{quote(result.model_name)}/versions/{result.model_version}"
-        print(f"  {ui_link(tracking_uri, page)}")
+        tell(f"  {ui_link(tracking_uri, page)}")
     if result.gate:
         verdict = "promoted to @champion" if result.gate.decision.promote else "not promoted"
-        print(f"gate: {verdict}: {result.gate.decision.reason}")
+        tell(f"gate: {verdict}: {result.gate.decision.reason}")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    keep_in_job_log()  # train.log in the output folder, beside the console
     try:
         result = train(cfg)
         if not result.is_global_zero:  # rank zero reports for the whole job
@@ -157,7 +159,7 @@ def main(cfg: DictConfig) -> float | None:
         report(result, cfg.logger.tracking_uri)
         return training.optimized_value(cfg, result.metrics)  # for an optimizing sweeper
     except MlopsError as error:  # the user's to fix: the message says how, no traceback
-        print(f"error: {error}", file=sys.stderr)
+        tell(f"error: {error}", warning=True)
         sys.exit(1)
     except SIGTERMException:  # Lightning's stop on SIGTERM exits 0: say it was stopped
         sys.exit(128 + signal.SIGTERM)

@@ -108,6 +108,9 @@ def test_ddp_cpu_job_is_one_run_and_one_version(
 
     (output_dir,) = (log_dir / "train" / "runs").iterdir()
     check_one_job(uri, output_dir, odd_test_split)
+    job_log = (output_dir / "train.log").read_text()  # the console's lines, with times
+    assert "][mlops][INFO] - registered digits-mlp version 1" in job_log
+    assert "][lightning.fabric.utilities.distributed][INFO] - Initializing distributed" in job_log
 
 
 # srun on one machine: SLURM_NTASKS copies of the command, each given the variables SLURM

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 
 import mlflow
@@ -14,6 +13,7 @@ from mlflow.models.model import ModelInfo
 from torch import nn
 
 from mlops.errors import ModelConfigError
+from mlops.messages import tell
 from mlops.models.family import model_family
 from mlops.models.inference import inference_model
 from mlops.quiet import silence_unactionable_messages
@@ -140,11 +140,11 @@ def log_and_register(
                     raise
                 problem = f"torch.export cannot trace {type(net).__name__} ({_first_line(error)})"
             if problem:
-                print(
+                tell(
                     f"warning: {problem}; the model is logged with pickle instead, which loads "
                     "only where its class can be imported. Set "
                     "registry.serialization_format=pickle to skip the attempt.",
-                    file=sys.stderr,
+                    warning=True,
                 )
                 fmt = "pickle"
         if fmt == "pickle":

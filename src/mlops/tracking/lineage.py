@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+
+from mlops.messages import tell
 
 UNKNOWN = "unknown"
 
@@ -100,11 +101,11 @@ def pin_status(root: Path, data_file: Path, trained_md5: str) -> str:
             if pinned == NOT_IN_PIN
             else f"differs from the version data.dvc pins (md5 {trained_md5}, pinned {pinned})"
         )
-        print(
+        tell(
             f"warning: {data_file} {differs}; the run records the file's md5 and "
             "data.matches_pin=false. To version this data: dvc add data && git add data.dvc "
             "&& git commit",
-            file=sys.stderr,
+            warning=True,
         )
     return str(pinned == trained_md5).lower()
 

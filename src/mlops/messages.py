@@ -1,0 +1,36 @@
+"""What a job tells its user, on the console as plain lines and, with the time, in the job's
+log file (Hydra's `train.log` in the output folder) beside Lightning's messages.
+
+Hydra writes the root logger to that file, but Lightning's loggers and this one print on
+their own and do not propagate to the root (the console would show each line twice): they
+get the file's handler instead, so the file is the job's whole story, not an empty file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from mlops.quiet import PACKAGES
+
+LOG = logging.getLogger("mlops")
+LOG.propagate = False  # the console gets the printed line; the file gets the record
+LOG.addHandler(logging.NullHandler())  # no job log file: no stray copy on stderr either
+
+
+def tell(message: str, *, warning: bool = False) -> None:
+    """A line for the user (stdout; a warning or error on stderr), kept in the job log."""
+    print(message, file=sys.stderr if warning else sys.stdout, flush=True)
+    LOG.log(logging.WARNING if warning else logging.INFO, message)
+
+
+def keep_in_job_log() -> None:
+    """Give the job log file's handler to the loggers that do not propagate to the root."""
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    for name in (*PACKAGES, LOG.name):
+        logger = logging.getLogger(name)
+        if logger.propagate:  # the root's handlers get its records already
+            continue
+        for handler in files:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)

@@ -175,6 +175,30 @@ def test_sbatch_job_on_two_nodes_stops_on_sigterm_and_resumes_when_requeued(
     check_one_job(uri, output_dir, odd_test_split, epochs=4)
 
 
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("MLFLOW_TRACKING_URI", "set MLFLOW_TRACKING_URI to a tracking server"),
+        (".venv", "submit from the project's root"),
+    ],
+)
+def test_sbatch_script_names_what_it_misses(tmp_path: Path, missing: str, message: str) -> None:
+    env = {
+        **os.environ,
+        "SLURM_CPUS_PER_TASK": "1",
+        "SLURM_SUBMIT_DIR": str(tmp_path if missing == ".venv" else ROOT),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    if missing == "MLFLOW_TRACKING_URI":
+        del env["MLFLOW_TRACKING_URI"]
+    job = subprocess.run(
+        ["bash", str(ROOT / "pipelines" / "train_ddp.sbatch")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert job.returncode == 1
+    assert message in job.stderr
+
+
 def test_ddp_under_multirun_fails_before_any_run(tmp_path: Path, digits_file: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     job = subprocess.run(

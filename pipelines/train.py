@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from mlops import training
 from mlops.errors import MlopsError
-from mlops.messages import keep_in_job_log, tell
+from mlops.messages import LOG, keep_in_job_log, tell
 from mlops.models.family import model_family
 from mlops.registry.register import log_and_register
 from mlops.tracking.lineage import lineage_tags
@@ -163,6 +163,9 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(1)
     except SIGTERMException:  # Lightning's stop on SIGTERM exits 0: say it was stopped
         sys.exit(128 + signal.SIGTERM)
+    except Exception:  # Hydra prints the traceback; train.log keeps it beside the job's lines
+        LOG.exception("the job failed")
+        raise
 
 
 if __name__ == "__main__":

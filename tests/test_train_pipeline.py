@@ -292,3 +292,16 @@ def test_runs_of_the_same_seed_get_different_names_and_the_same_draws(tmp_path: 
     assert names[0] != names[1]
     random.seed(cfg.seed)
     assert draws == [random.random()] * 2  # naming the run did not move the seeded state
+
+
+def test_a_failed_job_keeps_its_error_in_train_log(tmp_path: Path) -> None:
+    job = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "train.py"), "model=mlp",
+         "trainer.precision=bogus", f"paths.log_dir={tmp_path / 'logs'}",
+         f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert job.returncode == 1
+    (job_log,) = (tmp_path / "logs").glob("train/runs/*/train.log")
+    assert "[mlops][ERROR] - the job failed" in job_log.read_text()
+    assert "Precision 'bogus' is invalid" in job_log.read_text()  # with the traceback

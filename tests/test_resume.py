@@ -48,6 +48,17 @@ class TerminateAtEpoch(L.Callback):
         return trainer.current_epoch == self.epoch and trainer.global_rank == 0
 
 
+class TerminateInTest(L.Callback):
+    """SIGTERM to every process of the job at its first test batch."""
+
+    def on_test_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        if trainer.global_rank == 0 and batch_idx == 0:
+            os.killpg(os.getpgid(0), signal.SIGTERM)
+
+
 STOP_AT_EPOCH_2 = [
     "+callbacks.stop._target_=tests.test_resume.TerminateAtEpoch",
     "+callbacks.stop.epoch=2",
@@ -302,3 +313,19 @@ def test_a_stopped_ddp_training_resumes_to_the_numbers_of_an_uninterrupted_one(
     for key in ("train/loss", "val/loss", "val/acc", "test/acc"):
         assert values(client, resumed_run, key) == values(client, reference, key), key
     assert len(values(client, reference, "val/acc")) == 4
+
+
+def test_a_sigterm_in_the_test_stage_stops_every_process_before_registration(
+    tmp_path: Path,
+) -> None:
+    stopped = run_train(
+        tmp_path, "trainer=ddp_cpu", "trainer.max_epochs=2",
+        "+callbacks.stop._target_=tests.test_resume.TerminateInTest",
+    )  # fmt: skip
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    output = stopped.stdout + stopped.stderr
+    assert "stopping every process after the test, before registration" in output
+    assert "the job failed after its 2 epochs of training; to finish it" in output
+    assert "registered" not in stopped.stdout
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not client.search_registered_models()

@@ -7,7 +7,7 @@ or preemption, torchrun's agent, `kill -- -<process group>`) the job hangs until
 killed, and the MLflow run is left RUNNING (seen here under SLURM's variables, 2 ranks,
 at an epoch's end).
 
-Here the handler only notes the signal, and forwards it to the processes Lightning
+Here Lightning's handler only notes the signal, and forwards it to the processes Lightning
 started, as Lightning's does. At the end of every training epoch, once `last.ckpt` is
 written, one all-reduce tells every rank whether any was signalled, and they all stop
 there together through Lightning's own stop: exit status 143, the run marked failed, the
@@ -18,7 +18,6 @@ is kept: it stops at the next step.
 
 from __future__ import annotations
 
-import signal
 from types import FrameType
 
 import lightning as L
@@ -27,6 +26,8 @@ import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+STOP_POINTS = {"fit": "at the end of this epoch", "test": "after the test, before registration"}
+
 
 class StopTogetherOnSigterm(L.Callback):
     def __init__(self) -> None:
@@ -34,18 +35,13 @@ class StopTogetherOnSigterm(L.Callback):
         self.trainer: L.Trainer | None = None
         self.stop_point = ""
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.take_over_sigterm(trainer, "at the end of this epoch")
-
-    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.take_over_sigterm(trainer, "after the test, before registration")
-
-    def take_over_sigterm(self, trainer: L.Trainer, stop_point: str) -> None:
-        # Lightning installs its handler just before the stage runs, and puts the original
-        # back at teardown: the stage's first hook is the place to replace it.
-        if trainer.world_size > 1:
-            self.trainer, self.stop_point = trainer, stop_point
-            signal.signal(signal.SIGTERM, self.note_sigterm)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning builds its SIGTERM handler from this method when the stage starts, after
+        # `setup`: replacing the method (not the handler, once the stage runs) leaves no
+        # moment in which a signal reaches the broadcasting one.
+        if trainer.world_size > 1 and stage in STOP_POINTS:
+            self.trainer, self.stop_point = trainer, STOP_POINTS[stage]
+            trainer._signal_connector._sigterm_notifier_fn = self.note_sigterm
 
     def note_sigterm(self, signum: int, frame: FrameType | None) -> None:
         if not self.signalled and self.trainer is not None:

@@ -79,6 +79,13 @@ def test_a_sweep_is_one_parent_run_with_its_jobs_nested_and_tabled(tmp_path: Pat
     summary = job.stdout[job.stdout.index("sweep: 2 jobs") :].splitlines()
     assert summary[1].split()[:2] == ["job", "overrides"]
     assert summary[2].split()[:3] == ["0", "seed=1", "FINISHED"]
+    # one process runs both jobs: each job's train.log holds its own lines only
+    for number in ("0", "1"):
+        (job_log,) = (tmp_path / "logs").glob(f"train/multiruns/*/{number}/train.log")
+        registered = [line for line in job_log.read_text().splitlines() if "registered" in line]
+        assert [line.split(" - ")[1] for line in registered] == [
+            f"registered digits-mlp version {int(number) + 1}"
+        ]
 
 
 def test_a_stopped_sweep_marks_its_run_failed(tmp_path: Path) -> None:

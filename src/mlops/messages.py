@@ -25,12 +25,16 @@ def tell(message: str, *, warning: bool = False) -> None:
 
 
 def keep_in_job_log() -> None:
-    """Give the job log file's handler to the loggers that do not propagate to the root."""
+    """Give the job log file's handler to the loggers that do not propagate to the root, in
+    place of an earlier job's (a sweep runs its jobs in one process, a file each)."""
     files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     for name in (*PACKAGES, LOG.name):
         logger = logging.getLogger(name)
         if logger.propagate:  # the root's handlers get its records already
             continue
+        for handler in logger.handlers[:]:
+            if isinstance(handler, logging.FileHandler) and handler not in files:
+                logger.removeHandler(handler)
         for handler in files:
             if handler not in logger.handlers:
                 logger.addHandler(handler)

@@ -44,7 +44,8 @@ class StopTogetherOnSigterm(L.Callback):
             trainer._signal_connector._sigterm_notifier_fn = self.note_sigterm
 
     def note_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        if not self.signalled and self.trainer is not None:
+        assert self.trainer is not None  # installed by `setup`, which sets it
+        if not self.signalled:
             rank_zero_info(f"SIGTERM: stopping every process {self.stop_point}")
             launcher = self.trainer.strategy.launcher
             if launcher is not None:  # the processes Lightning started, when it did

@@ -87,11 +87,19 @@ def nan_sample(value: str) -> bytes:
     rows = ",".join(
         ["[" + ",".join([value] + ["0"] * 7) + "]"] + ["[" + ",".join(["0"] * 8) + "]"] * 7
     )
-    return ('{"inputs": [[' + rows + "]]}").encode()
+    return ('{"inputs": [[[' + rows + "]]]}").encode()  # shape (1, 1, 8, 8)
 
 
 BAD_REQUESTS = {
-    "wrong shape": ({"inputs": [[1.0, 2.0, 3.0]]}, "cannot reshape"),
+    "wrong shape": (
+        {"inputs": [[1.0, 2.0, 3.0]]},
+        "shape (1, 3); send a batch of shape (N, 1, 8, 8)",
+    ),
+    # as many values as one or two samples, in another shape: never reshaped into samples
+    "two samples of 32 values": ({"inputs": [[0.5] * 32] * 2}, "shape (2, 32)"),
+    "flat values": ({"inputs": [0.5] * 128}, "shape (128,)"),
+    "one sample without the batch": ({"inputs": [[[0.5] * 8] * 8]}, "shape (1, 8, 8)"),
+    "ragged rows": ({"inputs": [[[[0.5] * 8] * 8], [[[0.5] * 7] * 8]]}, "not an array of numbers"),
     "wrong dtype": ({"inputs": [[[["a"] * 8] * 8]]}, "could not convert"),
     "NaN": (nan_sample("NaN"), "NaN or inf"),
     "inf": (nan_sample("Infinity"), "NaN or inf"),

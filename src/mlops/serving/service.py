@@ -18,7 +18,7 @@ import bentoml
 import numpy as np
 from _bentoml_sdk.io_models import IORootModel
 from bentoml.validators import DType, Shape
-from pydantic import AfterValidator, BaseModel, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, TypeAdapter
 
 from mlops.serving.deployment import Deployment
 from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
@@ -27,25 +27,39 @@ from mlops.serving.worker import bind_api_method, service_options, settle_garbag
 DEPLOYMENT = Deployment.read(Path.cwd())
 
 
-def check_request(inputs: np.ndarray) -> np.ndarray:
-    if len(inputs) == 0:
+def as_batch(inputs: object) -> np.ndarray:
+    """The request's own array, checked before BentoML's `Shape` sees it: that validator
+    reshapes whatever arrives to (-1, *sample shape), so two samples of 32 values would be
+    answered as one 8x8 sample, and 128 flat values as two."""
+    try:
+        batch = np.asarray(inputs, dtype=np.float32)
+    except (TypeError, ValueError) as error:  # strings, ragged rows, objects
+        raise ValueError(f"'inputs' is not an array of numbers: {error}") from None
+    if len(batch) == 0:
         raise ValueError("empty batch: send at least one sample in 'inputs'")
-    if len(inputs) > DEPLOYMENT.max_request_samples:
+    if batch.shape[1:] != DEPLOYMENT.input_shape:
+        expected = ", ".join(map(str, DEPLOYMENT.input_shape))
         raise ValueError(
-            f"batch of {len(inputs)} samples exceeds max_request_samples="
+            f"'inputs' has shape {batch.shape}; send a batch of shape (N, {expected}): a list "
+            f"of samples of shape ({expected}), even for one sample"
+        )
+    if len(batch) > DEPLOYMENT.max_request_samples:
+        raise ValueError(
+            f"batch of {len(batch)} samples exceeds max_request_samples="
             f"{DEPLOYMENT.max_request_samples}; split the request"
         )
-    finite = np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1)
+    finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
     if not finite.all():
         raise ValueError(f"sample {int(np.flatnonzero(~finite)[0])} contains NaN or inf")
-    return inputs
+    return batch
 
 
+# Shape and DType describe the input in the OpenAPI schema; as_batch runs before them
 Inputs = Annotated[
     np.ndarray,
     Shape((-1, *DEPLOYMENT.input_shape)),
     DType("float32"),
-    AfterValidator(check_request),
+    BeforeValidator(as_batch),
 ]
 
 

@@ -92,7 +92,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
         version, gate = None, None
         if trainer.is_global_zero:
             if module.test_confusion_matrix is not None:
-                log_plots(logger, module.test_confusion_matrix)
+                log_plots(logger, module.test_confusion_matrix, datamodule.classes)
             if cfg.register:
                 version = log_and_register(
                     cfg.logger.tracking_uri,
@@ -102,6 +102,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     model_name,
                     {**tags, **(resumed.resume_tags if resumed else {})},
                     cfg.registry.serialization_format,
+                    datamodule.classes,
                 )
                 # 5. Promotion gate: challenger vs champion, evaluated from the registry.
                 if cfg.registry.gate.enabled:

@@ -57,15 +57,56 @@ def test_npz_without_val_and_test_is_split_stratified(tmp_path: Path) -> None:
     assert splits.input_shape == (4,) and splits.num_classes == 3
 
 
+def write_csv(path: Path, x: np.ndarray, labels: list) -> Path:
+    header = ",".join([f"f{i}" for i in range(x.shape[1])] + ["target"])
+    rows = [",".join(map(str, [*row, label])) for row, label in zip(x, labels, strict=True)]
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
 def test_csv_infers_shape_and_classes(tmp_path: Path) -> None:
     x, y = blobs(90, features=5)
-    path = tmp_path / "d.csv"
-    header = ",".join([f"f{i}" for i in range(5)] + ["target"])
-    rows = [",".join(map(str, [*row, label])) for row, label in zip(x, y, strict=True)]
-    path.write_text("\n".join([header, *rows]) + "\n")
-    splits = datamodule(path, label_column="target").splits
+    splits = datamodule(write_csv(tmp_path / "d.csv", x, y), label_column="target").splits
     assert splits.input_shape == (5,) and splits.num_classes == 3
+    assert splits.classes == (0, 1, 2)
     assert len(splits.y_train) + len(splits.y_val) + len(splits.y_test) == 90
+
+
+NAMES = np.array(["setosa", "versicolor", "virginica"])
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes"),
+    [
+        (NAMES, ("setosa", "versicolor", "virginica")),  # names, sorted
+        (np.array([1, 2, 3]), (1, 2, 3)),  # 1..C
+        (np.array([-1, 1, 7]), (-1, 1, 7)),  # any integers
+        (np.array([0.0, 1.0, 2.0]), (0, 1, 2)),  # integral floats are integers
+    ],
+)
+def test_any_class_labels_are_numbered_in_sorted_order_and_kept(
+    tmp_path: Path, labels: np.ndarray, classes: tuple
+) -> None:
+    x, index = blobs(90)
+    for path in (write_npz(tmp_path, x=x, y=labels[index]),
+                 write_csv(tmp_path / "d.csv", x, labels[index].tolist())):  # fmt: skip
+        splits = datamodule(path, label_column="target", split_seed=1).splits
+        assert splits.classes == classes and splits.num_classes == 3
+        assert all(isinstance(c, type(classes[0])) for c in splits.classes)
+        for split in ("train", "val", "test"):  # each sample keeps its class
+            x_split, y_split = getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}")
+            rows = [int(np.abs(x - row).max(axis=1).argmin()) for row in x_split]  # CSV: ~1 ulp
+            np.testing.assert_array_equal(y_split, index[rows])
+
+
+def test_a_class_unseen_in_training_names_the_label(tmp_path: Path) -> None:
+    x, index = blobs()
+    y_test = NAMES[index].copy()
+    y_test[4] = "iris"
+    path = write_npz(tmp_path, x=x, y=NAMES[index], x_test=x, y_test=y_test)
+    expect_data_error(path, "y_test has label 'iris'", "setosa, versicolor, virginica")
+    numbers = write_npz(tmp_path, x=x, y=NAMES[index], x_test=x, y_test=index)
+    expect_data_error(numbers, "y_test holds numbers but y holds names")
 
 
 def test_round_trip_keeps_arrays(tmp_path: Path) -> None:
@@ -135,14 +176,23 @@ def test_nan_in_test_split_named(tmp_path: Path) -> None:
     ("labels", "fragment"),
     [
         (np.array([0.5, 1.0, 2.0] * 20), "non-integer labels"),
-        (np.array([-1, 0, 1] * 20), "negative label -1"),
-        (np.array([0, 2, 3] * 20), "class(es) [1] never appear"),
-        (np.array(["a", "b", "c"] * 20), "labels must be integers"),
+        (np.array([0.0, np.nan, 2.0] * 20), "no label (NaN) in 20 sample(s) (first: sample 1)"),
+        (np.array([3] * 60), "only one class (3)"),
     ],
 )
 def test_bad_labels(tmp_path: Path, labels: np.ndarray, fragment: str) -> None:
     x, _ = blobs(60)
     expect_data_error(write_npz(tmp_path, x=x, y=labels), fragment)
+
+
+def test_a_csv_row_without_its_label_is_named(tmp_path: Path) -> None:
+    x, index = blobs()
+    labels = NAMES[index].tolist()
+    labels[5] = ""
+    path = write_csv(tmp_path / "d.csv", x, labels)
+    expect_data_error(
+        path, "y has no label in 1 sample(s) (first: sample 5)", label_column="target"
+    )
 
 
 def test_label_count_mismatch(tmp_path: Path) -> None:
@@ -154,7 +204,9 @@ def test_test_label_unseen_in_training(tmp_path: Path) -> None:
     x, y = blobs()
     y_test = y.copy()
     y_test[0] = 7
-    expect_data_error(write_npz(tmp_path, x=x, y=y, x_test=x, y_test=y_test), "y_test has label 7")
+    expect_data_error(
+        write_npz(tmp_path, x=x, y=y, x_test=x, y_test=y_test), "y_test has label 7", "0, 1, 2"
+    )
 
 
 def test_train_and_test_shapes_disagree(tmp_path: Path) -> None:

@@ -22,7 +22,29 @@ from mlops.serving.deploy import bento_name, deploy
 from pipelines.train import train
 from tests.servers import free_port
 
-FAMILIES = {"mlp": ["model=mlp"], "cnn": ["model=cnn"], "rnn": ["model=rnn", "model.cell=lstm"]}
+FAMILIES = {
+    "mlp": ["model=mlp"],
+    "cnn": ["model=cnn"],
+    "rnn": ["model=rnn", "model.cell=lstm"],
+    "named": ["model=mlp"],  # trained on the digits with their names as labels
+}
+DIGIT_NAMES = np.array(
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+)
+
+
+def digits_with_names(digits_file: Path, folder: Path) -> Path:
+    """The digits file with each label written as its English name."""
+    from mlops.data.arrays import save_npz_reproducibly
+
+    arrays = dict(np.load(digits_file))
+    for key in ("y", "y_val", "y_test"):
+        arrays[key] = DIGIT_NAMES[arrays[key]]
+    path = folder / "named.npz"
+    save_npz_reproducibly(path, arrays)
+    return path
+
+
 MAX_BODY = 200_000
 
 
@@ -62,8 +84,9 @@ def servers(
             started.clear()
             work = tmp_path_factory.mktemp(f"serve-{family}")
             name = f"serve-{family}"
+            data_file = digits_with_names(digits_file, work) if family == "named" else digits_file
             cfg = compose_config([
-                f"data.path={digits_file}", f"paths.root_dir={ROOT}",
+                f"data.path={data_file}", f"paths.root_dir={ROOT}",
                 f"paths.output_dir={work / 'out'}",
                 f"paths.mlflow_artifacts_dir={work / 'mlartifacts'}",
                 f"paths.bento_build_dir={work / 'build'}",
@@ -182,6 +205,25 @@ def test_served_version_predicts_like_mlflow_and_reports_itself(
     served = servers(family)
     check_predictions_equal_mlflow_pyfunc(served, digits_file)
     check_metadata_health_and_metrics(served)
+
+
+def test_a_model_trained_on_named_labels_answers_with_the_names(servers, digits_file: Path) -> None:
+    """Labels other than 0..C-1 are numbered in sorted order for training; the registered
+    model carries them, and the service answers with the data's own labels."""
+    served = servers("named")
+    x = np.load(digits_file)["x_test"][:24]
+    status, predictions = post(served["url"], {"inputs": x.tolist()})
+    assert status == 200, predictions
+    expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
+    classes = sorted(DIGIT_NAMES)
+    assert [p["label"] for p in predictions] == [classes[i] for i in expected.argmax(axis=1)]
+    assert json.loads(get(served["url"], "/metadata")[1])["classes"] == classes
+    schema = json.loads(get(served["url"], "/docs.json")[1])["components"]["schemas"]
+    assert schema["Prediction"]["properties"]["label"]["type"] == "string"
+    # a shuffled mapping would be right 1 time in 10; 2 epochs get most right
+    named = np.load(digits_file)["y_test"][:24]
+    right = [p["label"] == DIGIT_NAMES[y] for p, y in zip(predictions, named, strict=True)]
+    assert np.mean(right) > 0.5, right
 
 
 def test_bentomls_own_client_reads_the_answers(servers, digits_file: Path) -> None:

@@ -12,7 +12,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mlops.data.arrays import load_arrays
-from mlops.data.validation import Splits, validate_and_split
+from mlops.data.validation import Label, Splits, validate_and_split
 from mlops.errors import DataError
 
 
@@ -86,6 +86,11 @@ class FilesDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return self.splits.num_classes
+
+    @property
+    def classes(self) -> tuple[Label, ...]:
+        """The label values the model's outputs stand for, in output order."""
+        return self.splits.classes
 
     def _loader(self, x, y, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(

@@ -10,10 +10,13 @@ import numpy as np
 
 from mlops.errors import DataError
 
+Label = int | str
+
 
 @dataclass(frozen=True)
 class Splits:
-    """Validated train/val/test arrays: float32 inputs, int64 labels 0..C-1."""
+    """Validated train/val/test arrays: float32 inputs, int64 labels 0..C-1 indexing
+    `classes`, the file's own label values (integers or names), sorted."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -21,6 +24,7 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    classes: tuple[Label, ...]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -28,7 +32,7 @@ class Splits:
 
     @property
     def num_classes(self) -> int:
-        return int(self.y_train.max()) + 1
+        return len(self.classes)
 
 
 def _check_inputs(source: Path, name: str, x: np.ndarray) -> np.ndarray:
@@ -50,48 +54,74 @@ def _check_inputs(source: Path, name: str, x: np.ndarray) -> np.ndarray:
 
 
 def _check_labels(source: Path, name: str, y: np.ndarray, num_samples: int) -> np.ndarray:
+    """One label per sample, as integers or as names (str); never missing or fractional."""
     if y.ndim != 1:
-        raise DataError(
-            f"{source}: {name} has shape {y.shape}; labels must be one integer per sample"
-        )
+        raise DataError(f"{source}: {name} has shape {y.shape}; labels must be one per sample")
     if len(y) != num_samples:
         raise DataError(
             f"{source}: {name} has {len(y)} labels but its inputs have {num_samples} samples"
         )
+    if y.dtype == np.bool_:
+        return y.astype(np.int64)
+    if y.dtype.kind in "US":
+        return y.astype(str)
+    if y.dtype == object:  # a CSV text column: str, or float NaN for an empty cell
+        missing = np.flatnonzero([not isinstance(label, str) for label in y])
+        if len(missing):
+            raise DataError(
+                f"{source}: {name} has no label in {len(missing)} sample(s) (first: sample "
+                f"{int(missing[0])}); fill or drop them"
+            )
+        return y.astype(str)
     if not np.issubdtype(y.dtype, np.number):
         raise DataError(
-            f"{source}: {name} has dtype {y.dtype}; labels must be integers 0..C-1 "
-            "(encode class names as integers)"
+            f"{source}: {name} has dtype {y.dtype}; labels must be integers or class names"
+        )
+    missing = np.flatnonzero(np.isnan(y)) if np.issubdtype(y.dtype, np.floating) else []
+    if len(missing):
+        raise DataError(
+            f"{source}: {name} has no label (NaN) in {len(missing)} sample(s) (first: sample "
+            f"{int(missing[0])}); fill or drop them"
         )
     integral = np.isfinite(y) & np.equal(np.mod(y, 1), 0)
     if not integral.all():
         raise DataError(
             f"{source}: {name} holds non-integer labels such as {y[~integral][:3].tolist()}; "
-            "labels must be integers 0..C-1"
+            "a classifier needs class labels (integers or names), not measurements"
         )
-    labels = y.astype(np.int64)
-    if labels.min() < 0:
-        raise DataError(
-            f"{source}: {name} has negative label {int(labels.min())}; labels must be 0..C-1"
-        )
-    return labels
+    return y.astype(np.int64)
 
 
-def _check_classes(source: Path, splits: dict[str, np.ndarray]) -> None:
-    present = np.unique(splits["y"])
-    num_classes = int(present.max()) + 1
-    missing = sorted(set(range(num_classes)) - set(present.tolist()))
-    if missing:
+def _encode_classes(source: Path, splits: dict[str, np.ndarray]) -> tuple[Label, ...]:
+    """Replace every split's labels by their index in the training labels' sorted values:
+    labels 0..C-1 keep their numbers, any others (names, 1..C, -1/1) map to 0..C-1 in
+    order, and the values are kept to name the model's outputs."""
+    classes = np.unique(splits["y"])
+    if len(classes) < 2:
         raise DataError(
-            f"{source}: training labels must be 0..C-1 with every class present; with C="
-            f"{num_classes}, class(es) {missing[:10]} never appear in y"
+            f"{source}: y has only one class ({classes[0].item()!r}); a classifier needs "
+            "samples of at least two"
         )
     for name in ("y_val", "y_test"):
-        if name in splits and splits[name].max() >= num_classes:
+        if name not in splits:
+            continue
+        if (splits[name].dtype.kind == "U") != (classes.dtype.kind == "U"):
             raise DataError(
-                f"{source}: {name} has label {int(splits[name].max())}, but training labels "
-                f"only go up to {num_classes - 1}"
+                f"{source}: {name} holds {'names' if splits[name].dtype.kind == 'U' else 'numbers'}"
+                f" but y holds {'names' if classes.dtype.kind == 'U' else 'numbers'}; use the "
+                "same labels in every split"
             )
+        unknown = np.setdiff1d(splits[name], classes)
+        if len(unknown):
+            raise DataError(
+                f"{source}: {name} has label {unknown[0].item()!r}, which no training sample "
+                f"has (training labels: {', '.join(map(str, classes[:10].tolist()))}"
+                f"{', ...' if len(classes) > 10 else ''})"
+            )
+    for name in ("y", "y_val", "y_test"):
+        if name in splits:
+            splits[name] = np.searchsorted(classes, splits[name]).astype(np.int64)
+    return tuple(classes.tolist())
 
 
 def _check_shapes_agree(source: Path, splits: dict[str, np.ndarray]) -> None:
@@ -142,7 +172,7 @@ def validate_and_split(
                 source, f"y{suffix}", arrays[f"y{suffix}"], len(x)
             )
     _check_shapes_agree(source, checked)
-    _check_classes(source, checked)
+    classes = _encode_classes(source, checked)
 
     x, y = checked["x"], checked["y"]
     if "x_test" not in checked:
@@ -160,4 +190,6 @@ def validate_and_split(
             f"class(es) {lost[:10]} ({len(checked['y'])} samples in all); add data or lower "
             "data.val_fraction / data.test_fraction"
         )
-    return Splits(x, y, checked["x_val"], checked["y_val"], checked["x_test"], checked["y_test"])
+    return Splits(
+        x, y, checked["x_val"], checked["y_val"], checked["x_test"], checked["y_test"], classes
+    )

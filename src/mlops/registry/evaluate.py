@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlops.data.files import FilesDataModule
 from mlops.errors import DataError
+from mlops.registry.classes import labels_for_model, logged_classes
 from mlops.registry.gate import RECALL_PREFIX
 from mlops.tracking.lineage import dvc_data_hash, file_md5, pin_status
 from mlops.tracking.plots import confusion_matrix_figure
@@ -149,9 +150,13 @@ class Evaluator:
     ) -> Evaluation:
         model = model or self.load(version)
         splits = self.datamodule.splits
-        probabilities = np.asarray(model.predict(splits.x_test))
-        metrics = classification_metrics(probabilities, splits.y_test)
         name, number = version.name, str(version.version)
+        probabilities = np.asarray(model.predict(splits.x_test))
+        classes = logged_classes(model.metadata.metadata, probabilities.shape[1])
+        y_test = labels_for_model(
+            splits.y_test, splits.classes, classes, f"{name} version {number}"
+        )
+        metrics = classification_metrics(probabilities, y_test)
         run = self.client.create_run(
             self._experiment_id(),
             run_name=f"evaluate {name} v{number}",
@@ -172,8 +177,8 @@ class Evaluator:
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
         matrix = np.zeros((probabilities.shape[1],) * 2, dtype=int)
-        np.add.at(matrix, (splits.y_test, probabilities.argmax(axis=1)), 1)
-        figure = confusion_matrix_figure(matrix, f"{name} v{number} on test split")
+        np.add.at(matrix, (y_test, probabilities.argmax(axis=1)), 1)
+        figure = confusion_matrix_figure(matrix, f"{name} v{number} on test split", classes)
         self.client.log_figure(run_id, figure, "plots/confusion_matrix.png")
         plt.close(figure)
         self.client.set_terminated(run_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import mlflow
 import numpy as np
@@ -12,11 +12,13 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from torch import nn
 
+from mlops.data.validation import Label
 from mlops.errors import ModelConfigError
 from mlops.messages import tell
 from mlops.models.family import model_family
 from mlops.models.inference import inference_model
 from mlops.quiet import silence_unactionable_messages
+from mlops.registry.classes import CLASSES_KEY
 
 
 def default_model_name(dataset: str, net: nn.Module) -> str:
@@ -62,7 +64,11 @@ def pip_requirements(serialization_format: str) -> list[str]:
 
 
 def _log_model(
-    model: nn.Module, signature: ModelSignature, input_example: np.ndarray, fmt: str
+    model: nn.Module,
+    signature: ModelSignature,
+    input_example: np.ndarray,
+    fmt: str,
+    classes: Sequence[Label],
 ) -> ModelInfo:
     return mlflow.pytorch.log_model(
         model,
@@ -71,6 +77,7 @@ def _log_model(
         input_example=input_example,
         serialization_format=fmt,
         pip_requirements=pip_requirements(fmt),
+        metadata={CLASSES_KEY: list(classes)},
     )
 
 
@@ -105,6 +112,7 @@ def log_and_register(
     model_name: str,
     version_tags: Mapping[str, str],
     serialization_format: str = "pt2",
+    classes: Sequence[Label] = (),
 ) -> ModelVersion:
     """Log `net` (+ softmax) to the run and register it under `model_name`.
 
@@ -114,7 +122,8 @@ def log_and_register(
     sample. A network that torch.export cannot trace, or whose exported graph does not
     reproduce it at other batch sizes, is logged with pickle instead, with a warning: a
     finished training is never lost to its serialization, and no version is registered that
-    serves other numbers.
+    serves other numbers. `classes`, the label of each output (0..C-1 when empty), goes
+    into the MLmodel file's metadata, where evaluation and the service read it.
     """
     check_serialization_format(serialization_format)
     silence_unactionable_messages()  # torch.export's notes on the built-in networks
@@ -123,6 +132,7 @@ def log_and_register(
     model = inference_model(net)
     with torch.no_grad():
         probabilities = model(torch.from_numpy(input_example)).numpy()
+    classes = list(classes) or list(range(probabilities.shape[1]))
     signature = infer_signature(input_example, probabilities)
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
@@ -130,7 +140,7 @@ def log_and_register(
         fmt = serialization_format
         if fmt == "pt2":
             try:
-                info = _log_model(model, signature, input_example, fmt)
+                info = _log_model(model, signature, input_example, fmt, classes)
                 problem = reproduction_problem(info.model_uri, model, input_example)
                 if problem:  # not left in the run beside the one registered
                     client.delete_logged_model(info.model_id)
@@ -148,7 +158,7 @@ def log_and_register(
                 )
                 fmt = "pickle"
         if fmt == "pickle":
-            info = _log_model(model, signature, input_example, fmt)
+            info = _log_model(model, signature, input_example, fmt, classes)
         registered = mlflow.register_model(info.model_uri, model_name)
         version = str(registered.version)
         tags = {**version_tags, "run_id": run_id, "serialization_format": fmt}

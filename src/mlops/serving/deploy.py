@@ -16,8 +16,10 @@ from pathlib import Path
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
+from mlops.data.validation import Label
 from mlops.errors import DeployError
 from mlops.registry.aliases import ensure_reachable, resolve_version
+from mlops.registry.classes import logged_classes
 from mlops.serving.deployment import Deployment
 
 SERVICE_ENTRY = "from mlops.serving.service import ClassifierService  # noqa: F401\n"
@@ -55,9 +57,9 @@ def use_project_bentoml_home(cfg: DictConfig) -> Path:
     return home
 
 
-def _signature_shapes(model_uri: str) -> tuple[tuple[int, ...], int]:
-    """Sample shape and class count of a servable version: a PyTorch model with a signature,
-    as `make train` logs it."""
+def _served_model(model_uri: str) -> tuple[tuple[int, ...], tuple[Label, ...]]:
+    """Sample shape and output labels of a servable version: a PyTorch model with a
+    signature, as `make train` logs it."""
     import mlflow
 
     info = mlflow.models.get_model_info(model_uri)
@@ -74,7 +76,7 @@ def _signature_shapes(model_uri: str) -> tuple[tuple[int, ...], int]:
         )
     inputs = tuple(int(d) for d in signature.inputs.inputs[0].shape)
     outputs = tuple(int(d) for d in signature.outputs.inputs[0].shape)
-    return inputs[1:], outputs[-1]
+    return inputs[1:], tuple(logged_classes(info.metadata, outputs[-1]))
 
 
 def _import_model(tag: str, model_uri: str, labels: dict[str, str]) -> None:
@@ -112,7 +114,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     version = resolve_version(client, model_name, ref)
     number = str(version.version)
     model_uri = f"models:/{model_name}/{number}"
-    input_shape, num_classes = _signature_shapes(model_uri)
+    input_shape, classes = _served_model(model_uri)
     use_project_bentoml_home(cfg)
     import bentoml
 
@@ -127,7 +129,8 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         data_md5=version.tags.get("data.dvc_md5", "unknown"),
         data_matches_pin=version.tags.get("data.matches_pin", "unknown"),
         input_shape=input_shape,
-        num_classes=num_classes,
+        num_classes=len(classes),
+        classes=classes,
         max_batch_size=int(cfg.deploy.max_batch_size),
         max_latency_ms=int(cfg.deploy.max_latency_ms),
         max_request_samples=int(cfg.deploy.max_request_samples),

@@ -32,6 +32,11 @@ class Deployment:
     tracing: bool = False
     reconnect_every: int = 0  # Connection: close on every Nth response of a worker; 0: never
     data_matches_pin: str = "unknown"  # whether the training file had the bytes data.dvc pins
+    classes: tuple[int | str, ...] = ()  # the label of each output; 0..C-1 when empty
+
+    @property
+    def labels(self) -> tuple[int | str, ...]:
+        return self.classes or tuple(range(self.num_classes))
 
     def write(self, directory: Path) -> Path:
         path = directory / DEPLOYMENT_FILE
@@ -48,9 +53,11 @@ class Deployment:
             )
         values = json.loads(path.read_text())
         values["input_shape"] = tuple(values["input_shape"])
+        values["classes"] = tuple(values.get("classes", ()))
         return cls(**values)
 
     def public_metadata(self) -> dict[str, object]:
         keys = ("model_name", "model_version", "alias", "run_id", "git_commit", "data_md5",
-                "data_matches_pin", "input_shape", "num_classes", "bento_model_tag")  # fmt: skip
+                "data_matches_pin", "input_shape", "num_classes", "classes",
+                "bento_model_tag")  # fmt: skip
         return {key: getattr(self, key) for key in keys}

@@ -1,7 +1,7 @@
 """The BentoML service: one registered model version behind HTTP.
 
-POST /predict   {"inputs": [...]} -> [{"label": int, "probabilities": [...]}, ...]
-GET  /metadata  model name, version, alias, run id, data hash
+POST /predict   {"inputs": [...]} -> [{"label": ..., "probabilities": [...]}, ...]
+GET  /metadata  model name, version, alias, run id, data hash, classes
 /livez, /readyz, /metrics (Prometheus, with model_info and batch-size metrics): BentoML's own.
 
 Each request is validated on its own (shape, dtype, finite, size) before adaptive batching
@@ -63,8 +63,15 @@ Inputs = Annotated[
 ]
 
 
+LABELS = DEPLOYMENT.labels
+# the answer's label is the training data's own label value: an int for digits, a name
+# for a CSV of names; so is its type in the OpenAPI schema
+Label = str if any(isinstance(label, str) for label in LABELS) else int
+NUMBERED = tuple(range(len(LABELS))) == LABELS  # output index == label: no lookup
+
+
 class Prediction(BaseModel):
-    label: int
+    label: Label
     probabilities: list[float]
 
 
@@ -147,6 +154,8 @@ class ClassifierService:
         self.batch_size.observe(len(inputs))
         probabilities = self.probabilities(inputs)
         labels = probabilities.argmax(axis=1).tolist()
+        if not NUMBERED:
+            labels = [LABELS[index] for index in labels]
         # BentoML splits this list per request and validates each part into PredictionList;
         # plain dicts validate faster than Prediction objects are built
         return [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
@@ -12,19 +14,27 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 
-def confusion_matrix_figure(matrix: np.ndarray, title: str = "Test confusion matrix") -> Figure:
-    """Counts per (true, predicted) class, annotated so small errors are readable."""
+def confusion_matrix_figure(
+    matrix: np.ndarray, title: str = "Test confusion matrix", classes: Sequence[object] = ()
+) -> Figure:
+    """Counts per (true, predicted) class, annotated so small errors are readable; axes
+    labelled with the classes' labels (their indices when none are given)."""
     matrix = np.asarray(matrix)
     size = max(4.0, 0.5 * len(matrix) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")
+    names = [str(c) for c in classes] if len(classes) == len(matrix) else range(len(matrix))
     ax.set(
         xlabel="predicted",
         ylabel="true",
         title=title,
         xticks=range(len(matrix)),
         yticks=range(len(matrix)),
+        xticklabels=names,
+        yticklabels=names,
     )
+    if any(len(name) > 3 for name in map(str, names)):
+        ax.tick_params(axis="x", labelrotation=45)
     threshold = matrix.max() / 2 if matrix.size else 0
     for (row, col), count in np.ndenumerate(matrix):
         ax.text(

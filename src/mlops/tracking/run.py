@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -155,10 +155,12 @@ def metric_history(
     }
 
 
-def log_plots(logger: MLFlowLogger, confusion_matrix) -> None:
+def log_plots(logger: MLFlowLogger, confusion_matrix, classes: Sequence[object] = ()) -> None:
     """Confusion matrix of the test split and learning curves, as PNG artifacts under plots/."""
     figures = {
-        "plots/confusion_matrix.png": confusion_matrix_figure(confusion_matrix.numpy()),
+        "plots/confusion_matrix.png": confusion_matrix_figure(
+            confusion_matrix.numpy(), classes=classes
+        ),
         "plots/learning_curves.png": learning_curves_figure(metric_history(logger)),
     }
     for artifact_file, figure in figures.items():

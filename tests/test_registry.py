@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -250,6 +251,35 @@ def test_cli_evaluate_scores_a_version_on_the_data_it_was_trained_on(
     assert run.data.tags["data.file"] == str(flat)
     assert client.get_experiment(run.info.experiment_id).name == "flat"
     assert client.get_model_version(name, "1").tags["evaluation.data_file"] == str(flat)
+
+
+def test_cli_evaluate_on_another_file_keeps_the_training_data_config_and_its_labels(
+    make_cfg, tracking_uri: str, tmp_path: Path
+) -> None:
+    """`data.path=...` alone changes only the file: the label column of the training run's
+    data config still applies, and labels are matched to the model's by name, also in a
+    file that lacks one of the classes (which numbers the others differently)."""
+    name = "named-labels"
+    rng = np.random.default_rng(0)
+    kinds = np.array(["ant", "bee", "cat"])[np.arange(120) % 3]
+    x = rng.normal(size=(120, 4)) + (np.arange(120) % 3)[:, None] * 3
+    frame = pd.DataFrame(x, columns=["a", "b", "c", "d"]).assign(kind=kinds)
+    frame.to_csv(trained_on := tmp_path / "kinds.csv", index=False)
+    train(make_cfg("model=mlp", "data=files", "data.name=kinds", f"data.path={trained_on}",
+                   "data.label_column=kind", f"registry.model_name={name}",
+                   "trainer.max_epochs=30"))  # fmt: skip
+    frame[frame.kind != "ant"].to_csv(two := tmp_path / "two.csv", index=False)
+    frame.assign(kind=frame.kind.replace("ant", "owl")).to_csv(owl := tmp_path / "owl.csv",
+                                                                index=False)  # fmt: skip
+
+    evaluate = run_cli("evaluate", name, f"data.path={two}", tracking_uri=tracking_uri)
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert f"(the data version 1 was trained on, with data.path={two};" in evaluate.stdout
+    accuracy = float(evaluate.stdout.split("test/acc = ")[1].split()[0])
+    assert accuracy > 0.9  # bee and cat scored as the model's bee and cat, not ant and bee
+    refused = run_cli("evaluate", name, f"data.path={owl}", tracking_uri=tracking_uri)
+    assert refused.returncode == 1
+    assert "label(s) 'owl' that named-labels version 1 does not predict" in refused.stderr
 
 
 def test_a_version_whose_run_is_gone_is_scored_on_the_configured_data(

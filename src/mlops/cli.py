@@ -45,20 +45,28 @@ def _client(cfg):
 def _evaluate(args: argparse.Namespace) -> None:
     from mlops import training
     from mlops.registry.aliases import parse_model_ref, resolve_version
-    from mlops.registry.evaluate import chooses_data, training_md5, with_training_data
+    from mlops.registry.evaluate import (
+        chooses_data,
+        data_key_overrides,
+        training_md5,
+        with_training_data,
+    )
 
     cfg = _config(args)
     client = _client(cfg)
     name, ref = parse_model_ref(args.model)
     version = resolve_version(client, name, args.version or ref or "@champion")
     as_trained = False
+    changed = data_key_overrides(args.overrides)
     if chooses_data(args.overrides):
         source = "the data the overrides name"
-    elif (trained := with_training_data(cfg, client, version)) is None:
+    elif (trained := with_training_data(cfg, client, version, changed)) is None:
         source = "the configured data: the version's run logged no config"
     else:
-        cfg, as_trained = trained, True
+        cfg, as_trained = trained, not changed
         source = f"the data version {version.version} was trained on"
+        if changed:
+            source += f", with {' '.join(changed)}"
     datamodule = training.load_data(cfg)
     evaluator = training.evaluator_for(cfg, client, datamodule)
     then = training_md5(client, version) if as_trained else None

@@ -76,24 +76,39 @@ def check_input_shape(
 
 
 def chooses_data(overrides: Sequence[str]) -> bool:
-    """Whether Hydra overrides name the data themselves (`data=...`, `data.path=...`,
-    `+data.key=...`, `~data.key`)."""
-    keys = (override.split("=", 1)[0].lstrip("+~") for override in overrides)
-    return any(key.split(".")[0] == "data" for key in keys)
+    """Whether Hydra overrides choose another data config (`data=...`), which replaces the
+    training run's data config rather than changing keys of it."""
+    return any(override.split("=", 1)[0].lstrip("+~") == "data" for override in overrides)
+
+
+def data_key_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides of keys under `data` (`data.path=...`, `+data.key=...`, `~data.key`)."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith("data.")]
 
 
 def with_training_data(
-    cfg: DictConfig, client: MlflowClient, version: ModelVersion
+    cfg: DictConfig, client: MlflowClient, version: ModelVersion, overrides: Sequence[str] = ()
 ) -> DictConfig | None:
     """`cfg` with the data config the version's training run started with, so that a model
-    trained on a user's file is scored on that file without repeating its overrides; None
-    for a version whose run logged no config (registered by other code)."""
+    trained on a user's file is scored on that file without repeating its overrides, and
+    `data.path=other.csv` keeps the rest of it (the label column, say); None for a version
+    whose run logged no config (registered by other code)."""
     config = logged_config(client, version.run_id) if version.run_id else None
     data = (config or {}).get("data")
     if not isinstance(data, dict):
         return None
+    logged = OmegaConf.create(data)
+    for override in data_key_overrides(overrides):  # as composed into cfg, onto the logged
+        key = override.split("=", 1)[0].lstrip("+~").removeprefix("data.")
+        if override.startswith("~"):
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(logged, parent) if parent else logged
+            if isinstance(node, DictConfig):
+                node.pop(leaf, None)
+        else:
+            OmegaConf.update(logged, key, OmegaConf.select(cfg, f"data.{key}"), force_add=True)
     chosen = cfg.copy()
-    chosen.data = OmegaConf.create(data)
+    chosen.data = logged
     return chosen
 
 

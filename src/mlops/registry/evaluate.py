@@ -41,19 +41,23 @@ class Evaluation:
 
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro F1, log loss, and recall per class (for the gate's per-class floor)."""
+    """Accuracy, macro F1, log loss, and recall per class (for the gate's per-class floor).
+    As in training, F1 averages over the classes that occur as label or prediction, and
+    recall is given for the classes that occur as label: a class the data lacks has none."""
     from sklearn.metrics import f1_score, log_loss, recall_score
 
     classes = list(range(probabilities.shape[1]))
     predicted = probabilities.argmax(axis=1)
-    recalls = recall_score(labels, predicted, labels=classes, average=None, zero_division=0)
+    present = np.unique(labels).tolist()
+    occurring = np.union1d(labels, predicted).tolist()
+    recalls = recall_score(labels, predicted, labels=present, average=None, zero_division=0)
     return {
         "test/acc": float((predicted == labels).mean()),
         "test/f1": float(
-            f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)
+            f1_score(labels, predicted, labels=occurring, average="macro", zero_division=0)
         ),
         "test/loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1.0), labels=classes)),
-        **{f"{RECALL_PREFIX}{c}": float(r) for c, r in zip(classes, recalls, strict=True)},
+        **{f"{RECALL_PREFIX}{c}": float(r) for c, r in zip(present, recalls, strict=True)},
     }
 
 

@@ -38,10 +38,11 @@ def as_batch(inputs: object) -> np.ndarray:
     if len(batch) == 0:
         raise ValueError("empty batch: send at least one sample in 'inputs'")
     if batch.shape[1:] != DEPLOYMENT.input_shape:
-        expected = ", ".join(map(str, DEPLOYMENT.input_shape))
+        sample = DEPLOYMENT.input_shape
         raise ValueError(
-            f"'inputs' has shape {batch.shape}; send a batch of shape (N, {expected}): a list "
-            f"of samples of shape ({expected}), even for one sample"
+            f"'inputs' has shape {batch.shape}; send a batch of shape (N, "
+            f"{', '.join(map(str, sample))}): a list of samples of shape {sample}, even for "
+            "one sample"
         )
     if len(batch) > DEPLOYMENT.max_request_samples:
         raise ValueError(

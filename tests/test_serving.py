@@ -224,6 +224,15 @@ def test_a_model_trained_on_named_labels_answers_with_the_names(servers, digits_
     named = np.load(digits_file)["y_test"][:24]
     right = [p["label"] == DIGIT_NAMES[y] for p, y in zip(predictions, named, strict=True)]
     assert np.mean(right) > 0.5, right
+    # /metrics counts the answered labels, every class from the start (this server's only
+    # predictions are the 24 above)
+    counted = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in get(served["url"], "/metrics")[1].splitlines()
+        if line.startswith("mlops_predictions_total{")
+    }
+    answered = [p["label"] for p in predictions]
+    assert counted == {label: float(answered.count(label)) for label in classes}
 
 
 def test_bentomls_own_client_reads_the_answers(servers, digits_file: Path) -> None:

@@ -2,7 +2,7 @@
 
 POST /predict   {"inputs": [...]} -> [{"label": ..., "probabilities": [...]}, ...]
 GET  /metadata  model name, version, alias, run id, data hash, classes
-/livez, /readyz, /metrics (Prometheus, with model_info and batch-size metrics): BentoML's own.
+/livez, /readyz, /metrics (Prometheus; model info, batch sizes and predictions per label added).
 
 Each request is validated on its own (shape, dtype, finite, size) before adaptive batching
 merges it with others, so a bad request never fails anyone else's.
@@ -98,7 +98,7 @@ class PredictionList(IORootModel[list[Prediction]]):
 def service_metrics():
     """Created in the worker, after BentoML has set PROMETHEUS_MULTIPROC_DIR, so that
     /metrics (which merges all workers) sees them."""
-    from prometheus_client import Gauge, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     batch_size = Histogram(
         "mlops_batch_size",
@@ -111,7 +111,12 @@ def service_metrics():
         ["model_name", "model_version", "alias", "run_id"],
         multiprocess_mode="livemax",
     )
-    return batch_size, model_info
+    predictions = Counter(
+        "mlops_predictions",
+        "Samples answered, per predicted label: the served class mix, to watch for drift",
+        ["label"],
+    )
+    return batch_size, model_info, predictions
 
 
 @bentoml.service(
@@ -134,7 +139,10 @@ class ClassifierService:
         self.probabilities = load_probability_model(
             self.bento_model.path_of(bentoml.mlflow.MLFLOW_MODEL_FOLDER)
         )
-        self.batch_size, model_info = service_metrics()
+        self.batch_size, model_info, predictions = service_metrics()
+        # one series per class from the start, at 0 until predicted: a class that is never
+        # predicted shows as 0 rather than as a missing series
+        self.predicted = [predictions.labels(label=str(label)) for label in LABELS]
         model_info.labels(
             model_name=DEPLOYMENT.model_name,
             model_version=DEPLOYMENT.model_version,
@@ -154,7 +162,11 @@ class ClassifierService:
     async def predict(self, inputs: Inputs) -> PredictionList:
         self.batch_size.observe(len(inputs))
         probabilities = self.probabilities(inputs)
-        labels = probabilities.argmax(axis=1).tolist()
+        predicted = probabilities.argmax(axis=1)
+        counts = np.bincount(predicted, minlength=len(LABELS))
+        for index in np.flatnonzero(counts).tolist():
+            self.predicted[index].inc(int(counts[index]))
+        labels = predicted.tolist()
         if not NUMBERED:
             labels = [LABELS[index] for index in labels]
         # BentoML splits this list per request and validates each part into PredictionList;

@@ -99,3 +99,29 @@ def test_a_stopped_sweep_marks_its_run_failed(tmp_path: Path) -> None:
     assert jobs[0].data.tags[PARENT] == sweep.info.run_id
     table = jobs_table(client, sweep.info.run_id)
     assert [row[table["columns"].index("status")] for row in table["data"]] == ["FAILED"]
+
+
+def test_an_optuna_search_maximizes_the_validation_metric_and_records_the_best(
+    tmp_path: Path,
+) -> None:
+    """hparams_search=digits_optuna: Optuna minimizes unless told otherwise, which would
+    pick the worst val/acc_best; the best trial's parameters end on the sweep's run."""
+    job, client = run_sweep(tmp_path, "hparams_search=digits_optuna",
+                            "hydra.sweeper.n_trials=3")  # fmt: skip
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+
+    (sweep,), jobs = sweep_and_jobs(client)
+    assert sweep.info.status == "FINISHED"
+    assert len(jobs) == 3 and all(r.data.tags[PARENT] == sweep.info.run_id for r in jobs)
+    scores = [r.data.metrics["val/acc_best"] for r in jobs]
+    assert float(sweep.data.tags["sweep.best_value"]) == pytest.approx(max(scores))
+    best_params = sweep.data.tags["sweep.best_params"].split()
+    assert {p.split("=")[0] for p in best_params} == {
+        "optimizer.lr", "optimizer.weight_decay", "data.batch_size"
+    }  # fmt: skip
+    assert any(
+        set(best_params) <= set(run.data.tags["hydra.overrides"].split())
+        for run, score in zip(jobs, scores, strict=True)
+        if score == max(scores)
+    )
+    assert f"best val/acc_best={max(scores):.4f}: " in job.stdout

@@ -20,6 +20,8 @@ SWEEP_DIR_TAG = "mlops.sweep_dir"
 RUN_TYPE_TAG = "mlops.run_type"  # also marks the gate's evaluation runs: not a training
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
 JOBS_TABLE = "sweep/jobs.json"
+# what an optimizing sweeper (Optuna: hparams_search=...) writes into the sweep folder
+OPTIMIZATION_RESULTS = "optimization_results.yaml"
 # val/acc_best to choose by (choosing by a test metric would overfit the test split), and
 # the test metrics of each job's best checkpoint
 TABLE_METRICS = ("val/acc_best", "test/acc", "test/f1", "test/loss")
@@ -99,14 +101,30 @@ def nest_in_sweep(logger):
     return join_sweep(logger.experiment, logger.run_id, logger.experiment_id, job)
 
 
+def optimization_result(sweep_dir: Path) -> dict[str, Any] | None:
+    """The best parameters and value an optimizing sweeper wrote, or None (a grid sweep)."""
+    path = sweep_dir / OPTIMIZATION_RESULTS
+    if not path.is_file():
+        return None
+    result = OmegaConf.to_container(OmegaConf.load(path))
+    return result if isinstance(result, dict) and "best_params" in result else None
+
+
 def close_sweep(client, parent, failed: bool = False) -> list[dict[str, Any]]:
     """Log the table of the sweep's jobs so far on its run and end that run: FAILED when
-    a job failed (which stops a Hydra sweep)."""
+    a job failed (which stops a Hydra sweep). An optimizing sweeper's best parameters and
+    value go on the run too, as tags (`sweep.best_value`, `sweep.best_params`)."""
     rows = jobs_table(client, parent.info.run_id, parent.info.experiment_id)
     if rows:
         import pandas as pd
 
         client.log_table(parent.info.run_id, pd.DataFrame(rows), JOBS_TABLE)
+    sweep_dir = parent.data.tags.get(SWEEP_DIR_TAG)
+    best = optimization_result(Path(sweep_dir)) if sweep_dir else None
+    if best is not None:
+        params = " ".join(f"{k}={v}" for k, v in best["best_params"].items())
+        client.set_tag(parent.info.run_id, "sweep.best_params", params)
+        client.set_tag(parent.info.run_id, "sweep.best_value", str(best["best_value"]))
     failed = failed or any(row["status"] != "FINISHED" for row in rows)
     client.set_terminated(parent.info.run_id, "FAILED" if failed else "FINISHED")
     return rows
@@ -180,3 +198,6 @@ class SweepRun(Callback):
                 flush=True,
             )
             print_table(jobs_rich_table(rows))
+            if best := optimization_result(sweep_dir):
+                params = " ".join(f"{k}={v}" for k, v in best["best_params"].items())
+                print(f"best {config.optimized_metric}={best['best_value']:.4f}: {params}")

@@ -212,6 +212,7 @@ def test_cli_history_show_evaluate_and_errors(
     shown = re.sub(r"[\s│]", "", show.stdout)
     assert "gitcommit" in shown and "pip-freeze.txt" in shown
     assert "datamatchespin" in shown
+    assert "classes0,1,2,3,4,5,6,7,8,9" in shown  # as the MLmodel metadata lists them
     assert str(digits_file) in shown  # the file the version was trained on
     evaluate = run_cli(
         "evaluate", name, "--version", "1", f"data.path={digits_file}", tracking_uri=tracking_uri

@@ -9,6 +9,7 @@ from mlflow.entities.model_registry import ModelVersion
 from rich.console import Console
 from rich.table import Table
 
+from mlops.registry.classes import CLASSES_KEY
 from mlops.registry.history import read_history
 
 
@@ -35,6 +36,24 @@ def history_table(client: MlflowClient, model_name: str) -> Table:
     return table
 
 
+def logged_classes_text(client: MlflowClient, version: ModelVersion, shown: int = 20) -> str:
+    """The labels the version predicts, as its MLmodel metadata lists them."""
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        metadata = mlflow.models.get_model_info(
+            f"models:/{version.name}/{version.version}"
+        ).metadata
+    except Exception:  # no MLmodel file: registered by other code
+        return "-"
+    classes = (metadata or {}).get(CLASSES_KEY)
+    if not isinstance(classes, list):
+        return "- (not logged: outputs 0..C-1)"
+    more = f", ... ({len(classes)} in all)" if len(classes) > shown else ""
+    return ", ".join(map(str, classes[:shown])) + more
+
+
 def lineage_table(client: MlflowClient, version: ModelVersion) -> Table:
     """What made this version: code, data, run, config, environment, and its gate verdict."""
     model = client.get_registered_model(version.name)
@@ -58,6 +77,7 @@ def lineage_table(client: MlflowClient, version: ModelVersion) -> Table:
         "config": f"{artifacts}/config/train.yaml",
         "environment": f"{artifacts}/environment/pip-freeze.txt",
         "training test/acc": f"{run.data.metrics.get('test/acc', float('nan')):.4f}",
+        "classes": logged_classes_text(client, version),
     }
     rows |= {
         k: v

@@ -11,6 +11,8 @@ MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 MODEL ?= digits-cnn
 VERSION ?= @champion
 REASON ?=
+INPUT ?=
+OUTPUT ?=
 SERVE_PORT ?= 3000
 BENTOML_STORE ?= $(CURDIR)/.bentoml
 BENTO_BUILD_DIR ?= .bentoml-build
@@ -26,7 +28,7 @@ refuse_taken_port = if (exec 3<>/dev/tcp/127.0.0.1/$(1)) 2>/dev/null; then \
 	exit 1; fi
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui bench clean evaluate promote rollback history show deploy serve containerize
+.PHONY: help install data train test lint ui bench clean evaluate promote rollback history show predict deploy serve containerize
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,6 +65,10 @@ history: install ## MODEL's alias history
 
 show: install ## lineage of MODEL at VERSION
 	@$(BIN)/mlops registry show $(MODEL)$(if $(filter @%,$(VERSION)),$(VERSION),/$(VERSION)) $(ARGS)
+
+predict: install ## MODEL at VERSION's predictions for INPUT (.csv/.npz), written to OUTPUT
+	@test -n "$(INPUT)" || { echo "name the file to score: make predict INPUT=new.csv (MODEL=..., VERSION=..., OUTPUT=...)"; exit 1; }
+	@$(BIN)/mlops predict $(MODEL) "$(INPUT)" --version $(VERSION) $(if $(OUTPUT),--output "$(OUTPUT)") $(ARGS)
 
 deploy: install ## build a Bento of MODEL at VERSION (default @champion)
 	@$(BIN)/mlops deploy $(MODEL) --version $(VERSION) $(ARGS)

@@ -103,6 +103,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     {**tags, **(resumed.resume_tags if resumed else {})},
                     cfg.registry.serialization_format,
                     datamodule.classes,
+                    datamodule.feature_names,
                 )
                 # 5. Promotion gate: challenger vs champion, evaluated from the registry.
                 if cfg.registry.gate.enabled:

@@ -131,6 +131,22 @@ def _deploy(args: argparse.Namespace) -> None:
           f"{result.bento_tag} --host {cfg.deploy.host} --port {cfg.deploy.port})")  # fmt: skip
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from mlops.registry.aliases import parse_model_ref, resolve_version
+    from mlops.serving.batch import default_output, predict_file
+
+    client = _client(_config(args))
+    name, ref = parse_model_ref(args.model)
+    version = resolve_version(client, name, args.version or ref or "@champion")
+    source = Path(args.input)
+    result = predict_file(
+        client, name, str(version.version), source, Path(args.output or default_output(source))
+    )
+    counts = ", ".join(f"{label}: {count}" for label, count in result.counts.items())
+    print(f"wrote {sum(result.counts.values())} predictions of {name} version "
+          f"{result.version} to {result.output} ({counts})")  # fmt: skip
+
+
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config-dir", default="conf", help="Hydra config folder (default: conf)")
     parser.set_defaults(overrides=[])  # filled from trailing key=value arguments by parse()
@@ -160,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="registered model, optionally with @alias or /version")
     evaluate.add_argument("--version", help="version number or @alias (default: @champion)")
     evaluate.set_defaults(handler=_evaluate)
+
+    predict = _with_config(
+        commands.add_parser("predict", help="a registered version's predictions for a file")
+    )
+    predict.add_argument("model", help="registered model, optionally with @alias or /version")
+    predict.add_argument("input", help=".csv (feature columns, by name) or .npz (array x)")
+    predict.add_argument("--version", help="version number or @alias (default: @champion)")
+    predict.add_argument("--output", help="CSV to write (default: predictions/<input name>.csv)")
+    predict.set_defaults(handler=_predict)
 
     deploy = _with_config(
         commands.add_parser("deploy", help="build a Bento of a registered version")

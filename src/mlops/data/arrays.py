@@ -57,6 +57,13 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     return {key: arrays[key] for key in NPZ_SPLIT_KEYS if key in arrays}
 
 
+def csv_columns(path: Path) -> list[str]:
+    """A CSV file's header, read without its rows."""
+    import pandas as pd
+
+    return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+
+
 def load_csv(path: Path, label_column: str) -> dict[str, np.ndarray]:
     """Feature columns and the label column of a CSV file with a header row."""
     import pandas as pd

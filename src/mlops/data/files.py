@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mlops.data.arrays import load_arrays
+from mlops.data.arrays import csv_columns, load_arrays
 from mlops.data.validation import Label, Splits, validate_and_split
 from mlops.errors import DataError
 
@@ -86,6 +86,13 @@ class FilesDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return self.splits.num_classes
+
+    @cached_property
+    def feature_names(self) -> list[str] | None:
+        """A CSV's feature columns, in the order the model takes them; None for .npz."""
+        if self.path.suffix != ".csv":
+            return None
+        return [c for c in csv_columns(self.path) if c != self.label_column]
 
     @property
     def classes(self) -> tuple[Label, ...]:

@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlops.data.files import FilesDataModule
 from mlops.errors import DataError
-from mlops.registry.classes import labels_for_model, logged_classes
 from mlops.registry.gate import RECALL_PREFIX
+from mlops.registry.model_metadata import labels_for_model, logged_classes
 from mlops.tracking.lineage import dvc_data_hash, file_md5, pin_status
 from mlops.tracking.plots import confusion_matrix_figure
 from mlops.tracking.run import artifact_location_for, logged_config

@@ -18,7 +18,7 @@ from mlops.messages import tell
 from mlops.models.family import model_family
 from mlops.models.inference import inference_model
 from mlops.quiet import silence_unactionable_messages
-from mlops.registry.classes import CLASSES_KEY
+from mlops.registry.model_metadata import model_metadata
 
 
 def default_model_name(dataset: str, net: nn.Module) -> str:
@@ -68,7 +68,7 @@ def _log_model(
     signature: ModelSignature,
     input_example: np.ndarray,
     fmt: str,
-    classes: Sequence[Label],
+    metadata: dict,
 ) -> ModelInfo:
     return mlflow.pytorch.log_model(
         model,
@@ -77,7 +77,7 @@ def _log_model(
         input_example=input_example,
         serialization_format=fmt,
         pip_requirements=pip_requirements(fmt),
-        metadata={CLASSES_KEY: list(classes)},
+        metadata=metadata,
     )
 
 
@@ -113,17 +113,19 @@ def log_and_register(
     version_tags: Mapping[str, str],
     serialization_format: str = "pt2",
     classes: Sequence[Label] = (),
+    features: Sequence[str] | None = None,
 ) -> ModelVersion:
     """Log `net` (+ softmax) to the run and register it under `model_name`.
 
-    `pt2` (MLflow's default, `torch.export`) stores a graph of tensor operations and raw
-    tensors, no pickled objects: loading it needs neither mlops nor the network's class.
-    Only the batch dimension is free, as in the signature, hence an example of more than one
-    sample. A network that torch.export cannot trace, or whose exported graph does not
-    reproduce it at other batch sizes, is logged with pickle instead, with a warning: a
-    finished training is never lost to its serialization, and no version is registered that
-    serves other numbers. `classes`, the label of each output (0..C-1 when empty), goes
-    into the MLmodel file's metadata, where evaluation and the service read it.
+        `pt2` (MLflow's default, `torch.export`) stores a graph of tensor operations and raw
+        tensors, no pickled objects: loading it needs neither mlops nor the network's class.
+        Only the batch dimension is free, as in the signature, hence an example of more than one
+        sample. A network that torch.export cannot trace, or whose exported graph does not
+        reproduce it at other batch sizes, is logged with pickle instead, with a warning: a
+        finished training is never lost to its serialization, and no version is registered that
+        serves other numbers. `classes`, the label of each output (0..C-1 when empty), goes
+        into the MLmodel file's metadata, where evaluation and the service read it, with
+    `features`, a CSV's feature columns (mlops.registry.model_metadata).
     """
     check_serialization_format(serialization_format)
     silence_unactionable_messages()  # torch.export's notes on the built-in networks
@@ -132,7 +134,7 @@ def log_and_register(
     model = inference_model(net)
     with torch.no_grad():
         probabilities = model(torch.from_numpy(input_example)).numpy()
-    classes = list(classes) or list(range(probabilities.shape[1]))
+    metadata = model_metadata(classes or range(probabilities.shape[1]), features)
     signature = infer_signature(input_example, probabilities)
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
@@ -140,7 +142,7 @@ def log_and_register(
         fmt = serialization_format
         if fmt == "pt2":
             try:
-                info = _log_model(model, signature, input_example, fmt, classes)
+                info = _log_model(model, signature, input_example, fmt, metadata)
                 problem = reproduction_problem(info.model_uri, model, input_example)
                 if problem:  # not left in the run beside the one registered
                     client.delete_logged_model(info.model_id)
@@ -158,7 +160,7 @@ def log_and_register(
                 )
                 fmt = "pickle"
         if fmt == "pickle":
-            info = _log_model(model, signature, input_example, fmt, classes)
+            info = _log_model(model, signature, input_example, fmt, metadata)
         registered = mlflow.register_model(info.model_uri, model_name)
         version = str(registered.version)
         tags = {**version_tags, "run_id": run_id, "serialization_format": fmt}

@@ -9,8 +9,8 @@ from mlflow.entities.model_registry import ModelVersion
 from rich.console import Console
 from rich.table import Table
 
-from mlops.registry.classes import CLASSES_KEY
 from mlops.registry.history import read_history
+from mlops.registry.model_metadata import CLASSES_KEY
 
 
 def history_table(client: MlflowClient, model_name: str) -> Table:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from mlops.data.validation import Label
 from mlops.errors import DeployError
 from mlops.registry.aliases import ensure_reachable, resolve_version
-from mlops.registry.classes import logged_classes
+from mlops.registry.model_metadata import logged_classes
 from mlops.serving.deployment import Deployment
 
 SERVICE_ENTRY = "from mlops.serving.service import ClassifierService  # noqa: F401\n"

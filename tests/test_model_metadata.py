@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlops.errors import DataError
-from mlops.registry.classes import labels_for_model, logged_classes
+from mlops.registry.model_metadata import labels_for_model, logged_classes
 
 
 def test_a_model_logged_without_classes_predicts_0_to_c_minus_1() -> None:

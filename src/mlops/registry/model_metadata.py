@@ -1,6 +1,8 @@
-"""Which label each output of a registered model stands for. Training takes any labels
-(0..C-1, other integers, names) and numbers them 0..C-1 in sorted order; the values are
-logged in the model's MLmodel metadata, so evaluation and the service can name them."""
+"""What a registered model's inputs and outputs stand for, logged in its MLmodel file's
+metadata: the label of each output (training takes any labels, integers or names, and
+numbers them 0..C-1 in sorted order), so evaluation, the service and batch predictions can
+name them; and, for a model trained on a CSV, its feature columns in input order, so batch
+predictions can pick them from a file by name."""
 
 from __future__ import annotations
 
@@ -11,7 +13,18 @@ import numpy as np
 from mlops.data.validation import Label
 from mlops.errors import DataError
 
-CLASSES_KEY = "classes"  # in the MLmodel file's metadata: the label of each output
+CLASSES_KEY = "classes"  # the label of each output
+FEATURES_KEY = "features"  # a CSV's feature columns, in input order
+
+
+def model_metadata(classes: Sequence[Label], features: Sequence[str] | None) -> dict:
+    return {CLASSES_KEY: list(classes), **({FEATURES_KEY: list(features)} if features else {})}
+
+
+def logged_features(metadata: Mapping[str, object] | None) -> list[str] | None:
+    """The feature columns the model takes, in order; None for a model not trained on a CSV."""
+    features = (metadata or {}).get(FEATURES_KEY)
+    return [str(f) for f in features] if isinstance(features, list) else None
 
 
 def logged_classes(metadata: Mapping[str, object] | None, num_outputs: int) -> list[Label]:

@@ -26,22 +26,26 @@ FAMILIES = {
     "mlp": ["model=mlp"],
     "cnn": ["model=cnn"],
     "rnn": ["model=rnn", "model.cell=lstm"],
-    "named": ["model=mlp"],  # trained on the digits with their names as labels
+    # the digits as a CSV: 64 pixel columns and each label written as its English name
+    "named": ["model=mlp", "data=files", "data.name=named", "data.label_column=digit"],
 }
 DIGIT_NAMES = np.array(
     ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 )
 
 
-def digits_with_names(digits_file: Path, folder: Path) -> Path:
-    """The digits file with each label written as its English name."""
-    from mlops.data.arrays import save_npz_reproducibly
+PIXELS = [f"p{i:02d}" for i in range(64)]
 
-    arrays = dict(np.load(digits_file))
-    for key in ("y", "y_val", "y_test"):
-        arrays[key] = DIGIT_NAMES[arrays[key]]
-    path = folder / "named.npz"
-    save_npz_reproducibly(path, arrays)
+
+def digits_with_names(digits_file: Path, folder: Path) -> Path:
+    """The digits as a CSV: a column per pixel and the label as the digit's name."""
+    import pandas as pd
+
+    arrays = np.load(digits_file)
+    x = np.concatenate([arrays[k] for k in ("x", "x_val", "x_test")]).reshape(-1, 64)
+    y = np.concatenate([arrays[k] for k in ("y", "y_val", "y_test")])
+    path = folder / "named.csv"
+    pd.DataFrame(x, columns=PIXELS).assign(digit=DIGIT_NAMES[y]).to_csv(path, index=False)
     return path
 
 
@@ -124,6 +128,7 @@ BAD_REQUESTS = {
     "one sample without the batch": ({"inputs": [[[0.5] * 8] * 8]}, "shape (1, 8, 8)"),
     "ragged rows": ({"inputs": [[[[0.5] * 8] * 8], [[[0.5] * 7] * 8]]}, "not an array of numbers"),
     "wrong dtype": ({"inputs": [[[["a"] * 8] * 8]]}, "could not convert"),
+    "objects of features, not a CSV model": ({"inputs": [{"p00": 1.0}]}, "trained on a CSV"),
     "NaN": (nan_sample("NaN"), "NaN or inf"),
     "inf": (nan_sample("Infinity"), "NaN or inf"),
     "empty batch": ({"inputs": []}, "empty batch"),
@@ -211,7 +216,7 @@ def test_a_model_trained_on_named_labels_answers_with_the_names(servers, digits_
     """Labels other than 0..C-1 are numbered in sorted order for training; the registered
     model carries them, and the service answers with the data's own labels."""
     served = servers("named")
-    x = np.load(digits_file)["x_test"][:24]
+    x = np.load(digits_file)["x_test"][:24].reshape(24, 64)
     status, predictions = post(served["url"], {"inputs": x.tolist()})
     assert status == 200, predictions
     expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
@@ -233,6 +238,25 @@ def test_a_model_trained_on_named_labels_answers_with_the_names(servers, digits_
     }
     answered = [p["label"] for p in predictions]
     assert counted == {label: float(answered.count(label)) for label in classes}
+
+
+def test_a_csv_trained_model_takes_samples_as_objects_of_named_features(
+    servers, digits_file: Path
+) -> None:
+    """`{"inputs": [{"p00": 0.0, ...}]}`: the features by name, in any order, other keys
+    not read; the same answers as the samples sent as rows."""
+    served = servers("named")
+    x = np.load(digits_file)["x_test"][:5].reshape(5, 64)
+    records = [{"id": n, **dict(zip(PIXELS[::-1], row[::-1].tolist(), strict=True))}
+               for n, row in enumerate(x)]  # fmt: skip
+    status, by_name = post(served["url"], {"inputs": records})
+    assert status == 200, by_name
+    assert by_name == post(served["url"], {"inputs": x.tolist()})[1]
+    assert json.loads(get(served["url"], "/metadata")[1])["features"] == PIXELS
+
+    del records[3]["p17"]
+    status, message = post(served["url"], {"inputs": records})
+    assert status == 400 and "sample 3 has no feature 'p17'" in str(message), message
 
 
 def test_bentomls_own_client_reads_the_answers(servers, digits_file: Path) -> None:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from mlops.data.validation import Label
 from mlops.errors import DeployError
 from mlops.registry.aliases import ensure_reachable, resolve_version
-from mlops.registry.model_metadata import logged_classes
+from mlops.registry.model_metadata import logged_classes, logged_features
 from mlops.serving.deployment import Deployment
 
 SERVICE_ENTRY = "from mlops.serving.service import ClassifierService  # noqa: F401\n"
@@ -57,9 +57,11 @@ def use_project_bentoml_home(cfg: DictConfig) -> Path:
     return home
 
 
-def _served_model(model_uri: str) -> tuple[tuple[int, ...], tuple[Label, ...]]:
-    """Sample shape and output labels of a servable version: a PyTorch model with a
-    signature, as `make train` logs it."""
+def _served_model(
+    model_uri: str,
+) -> tuple[tuple[int, ...], tuple[Label, ...], tuple[str, ...]]:
+    """Sample shape, output labels and (for a CSV-trained model) feature names of a
+    servable version: a PyTorch model with a signature, as `make train` logs it."""
     import mlflow
 
     info = mlflow.models.get_model_info(model_uri)
@@ -76,7 +78,8 @@ def _served_model(model_uri: str) -> tuple[tuple[int, ...], tuple[Label, ...]]:
         )
     inputs = tuple(int(d) for d in signature.inputs.inputs[0].shape)
     outputs = tuple(int(d) for d in signature.outputs.inputs[0].shape)
-    return inputs[1:], tuple(logged_classes(info.metadata, outputs[-1]))
+    features = tuple(logged_features(info.metadata) or ())
+    return inputs[1:], tuple(logged_classes(info.metadata, outputs[-1])), features
 
 
 def _import_model(tag: str, model_uri: str, labels: dict[str, str]) -> None:
@@ -114,7 +117,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     version = resolve_version(client, model_name, ref)
     number = str(version.version)
     model_uri = f"models:/{model_name}/{number}"
-    input_shape, classes = _served_model(model_uri)
+    input_shape, classes, features = _served_model(model_uri)
     use_project_bentoml_home(cfg)
     import bentoml
 
@@ -131,6 +134,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         input_shape=input_shape,
         num_classes=len(classes),
         classes=classes,
+        features=features,
         max_batch_size=int(cfg.deploy.max_batch_size),
         max_latency_ms=int(cfg.deploy.max_latency_ms),
         max_request_samples=int(cfg.deploy.max_request_samples),

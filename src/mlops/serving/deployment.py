@@ -33,6 +33,7 @@ class Deployment:
     reconnect_every: int = 0  # Connection: close on every Nth response of a worker; 0: never
     data_matches_pin: str = "unknown"  # whether the training file had the bytes data.dvc pins
     classes: tuple[int | str, ...] = ()  # the label of each output; 0..C-1 when empty
+    features: tuple[str, ...] = ()  # a CSV-trained model's feature columns, in input order
 
     @property
     def labels(self) -> tuple[int | str, ...]:
@@ -54,10 +55,11 @@ class Deployment:
         values = json.loads(path.read_text())
         values["input_shape"] = tuple(values["input_shape"])
         values["classes"] = tuple(values.get("classes", ()))
+        values["features"] = tuple(values.get("features", ()))
         return cls(**values)
 
     def public_metadata(self) -> dict[str, object]:
         keys = ("model_name", "model_version", "alias", "run_id", "git_commit", "data_md5",
-                "data_matches_pin", "input_shape", "num_classes", "classes",
+                "data_matches_pin", "input_shape", "num_classes", "classes", "features",
                 "bento_model_tag")  # fmt: skip
         return {key: getattr(self, key) for key in keys}

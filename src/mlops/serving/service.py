@@ -1,7 +1,7 @@
 """The BentoML service: one registered model version behind HTTP.
 
 POST /predict   {"inputs": [...]} -> [{"label": ..., "probabilities": [...]}, ...]
-GET  /metadata  model name, version, alias, run id, data hash, classes
+GET  /metadata  model name, version, alias, run id, data hash, classes, features
 /livez, /readyz, /metrics (Prometheus; model info, batch sizes and predictions per label added).
 
 Each request is validated on its own (shape, dtype, finite, size) before adaptive batching
@@ -27,10 +27,39 @@ from mlops.serving.worker import bind_api_method, service_options, settle_garbag
 DEPLOYMENT = Deployment.read(Path.cwd())
 
 
+FEATURES = DEPLOYMENT.features
+
+
+def rows_of(records: list) -> list:
+    """`[{"alcohol": 13.2, ...}, ...]`, samples as objects of named features (a model
+    trained on a CSV), as rows in the model's feature order; other keys (an id, say) are
+    not read."""
+    if not FEATURES:
+        raise ValueError(
+            "samples as objects need a model trained on a CSV, which knows its feature names; "
+            "send each sample as an array"
+        )
+    rows = []
+    for number, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"sample {number} is not an object of features as sample 0 is")
+        missing = [name for name in FEATURES if name not in record]
+        if missing:
+            raise ValueError(
+                f"sample {number} has no feature {', '.join(map(repr, missing[:5]))}; the "
+                f"model takes: {', '.join(FEATURES)}"
+            )
+        rows.append([record[name] for name in FEATURES])
+    return rows
+
+
 def as_batch(inputs: object) -> np.ndarray:
     """The request's own array, checked before BentoML's `Shape` sees it: that validator
     reshapes whatever arrives to (-1, *sample shape), so two samples of 32 values would be
-    answered as one 8x8 sample, and 128 flat values as two."""
+    answered as one 8x8 sample, and 128 flat values as two. Samples may also come as
+    objects of named features (`rows_of`)."""
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
+        inputs = rows_of(inputs)
     try:
         batch = np.asarray(inputs, dtype=np.float32)
     except (TypeError, ValueError) as error:  # strings, ragged rows, objects

@@ -117,15 +117,15 @@ def log_and_register(
 ) -> ModelVersion:
     """Log `net` (+ softmax) to the run and register it under `model_name`.
 
-        `pt2` (MLflow's default, `torch.export`) stores a graph of tensor operations and raw
-        tensors, no pickled objects: loading it needs neither mlops nor the network's class.
-        Only the batch dimension is free, as in the signature, hence an example of more than one
-        sample. A network that torch.export cannot trace, or whose exported graph does not
-        reproduce it at other batch sizes, is logged with pickle instead, with a warning: a
-        finished training is never lost to its serialization, and no version is registered that
-        serves other numbers. `classes`, the label of each output (0..C-1 when empty), goes
-        into the MLmodel file's metadata, where evaluation and the service read it, with
-    `features`, a CSV's feature columns (mlops.registry.model_metadata).
+    `pt2` (MLflow's default, `torch.export`) stores a graph of tensor operations and raw
+    tensors, no pickled objects: loading it needs neither mlops nor the network's class.
+    Only the batch dimension is free, as in the signature, hence an example of more than one
+    sample. A network that torch.export cannot trace, or whose exported graph does not
+    reproduce it at other batch sizes, is logged with pickle instead, with a warning: a
+    finished training is never lost to its serialization, and no version is registered that
+    serves other numbers. `classes` (the label of each output, 0..C-1 when empty) and
+    `features` (a CSV's feature columns) go into the MLmodel file's metadata, where
+    evaluation, the service and batch predictions read them (mlops.registry.model_metadata).
     """
     check_serialization_format(serialization_format)
     silence_unactionable_messages()  # torch.export's notes on the built-in networks

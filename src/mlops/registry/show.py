@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlops.registry.history import read_history
-from mlops.registry.model_metadata import CLASSES_KEY
+from mlops.registry.model_metadata import CLASSES_KEY, FEATURES_KEY
 
 
 def history_table(client: MlflowClient, model_name: str) -> Table:
@@ -36,22 +36,23 @@ def history_table(client: MlflowClient, model_name: str) -> Table:
     return table
 
 
-def logged_classes_text(client: MlflowClient, version: ModelVersion, shown: int = 20) -> str:
-    """The labels the version predicts, as its MLmodel metadata lists them."""
+def logged_metadata(client: MlflowClient, version: ModelVersion) -> dict:
+    """The metadata of the version's MLmodel file (mlops.registry.model_metadata)."""
     import mlflow
 
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
-        metadata = mlflow.models.get_model_info(
-            f"models:/{version.name}/{version.version}"
-        ).metadata
+        uri = f"models:/{version.name}/{version.version}"
+        return mlflow.models.get_model_info(uri).metadata or {}
     except Exception:  # no MLmodel file: registered by other code
-        return "-"
-    classes = (metadata or {}).get(CLASSES_KEY)
-    if not isinstance(classes, list):
-        return "- (not logged: outputs 0..C-1)"
-    more = f", ... ({len(classes)} in all)" if len(classes) > shown else ""
-    return ", ".join(map(str, classes[:shown])) + more
+        return {}
+
+
+def listed(values: object, missing: str, shown: int = 20) -> str:
+    if not isinstance(values, list):
+        return missing
+    more = f", ... ({len(values)} in all)" if len(values) > shown else ""
+    return ", ".join(map(str, values[:shown])) + more
 
 
 def lineage_table(client: MlflowClient, version: ModelVersion) -> Table:
@@ -77,8 +78,10 @@ def lineage_table(client: MlflowClient, version: ModelVersion) -> Table:
         "config": f"{artifacts}/config/train.yaml",
         "environment": f"{artifacts}/environment/pip-freeze.txt",
         "training test/acc": f"{run.data.metrics.get('test/acc', float('nan')):.4f}",
-        "classes": logged_classes_text(client, version),
     }
+    metadata = logged_metadata(client, version)
+    rows["classes"] = listed(metadata.get(CLASSES_KEY), "- (not logged: outputs 0..C-1)")
+    rows["features"] = listed(metadata.get(FEATURES_KEY), "- (not trained on a CSV)")
     rows |= {
         k: v
         for k, v in sorted(version.tags.items())

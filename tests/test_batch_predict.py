@@ -69,9 +69,10 @@ def test_a_csv_is_answered_row_by_row_with_its_own_columns_kept(
     assert np.mean(np.array(expected) == trained["kind"].to_numpy()) > 0.9
 
 
-def test_an_npz_is_answered_from_its_x_array(
-    trained: pd.DataFrame, tracking_uri: str, tmp_path: Path
+def test_an_npz_is_answered_from_its_x_array_in_chunks(
+    trained: pd.DataFrame, tracking_uri: str, tmp_path: Path, monkeypatch
 ) -> None:
+    monkeypatch.setattr("mlops.serving.batch.CHUNK", 50)  # 120 rows: 50 + 50 + 20
     x = trained[FEATURES].to_numpy()
     save_npz_reproducibly(source := tmp_path / "new.npz", {"x": x})
     result = predict_file(MlflowClient(tracking_uri), NAME, "1", source, tmp_path / "out.csv")
@@ -87,6 +88,7 @@ def test_an_npz_is_answered_from_its_x_array(
             lambda f: f.assign(b=[np.nan] + [0.0] * 119),
             "missing values in 1 sample(s) (first: row 0)",
         ),
+        (lambda f: f.iloc[:0], "no samples to predict"),
     ],
 )
 def test_a_file_the_model_cannot_take_is_refused_with_the_reason(

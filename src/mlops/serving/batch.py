@@ -21,6 +21,9 @@ from mlops.registry.model_metadata import logged_classes, logged_features
 
 PREDICTED = "predicted_label"
 PROBABILITY_PREFIX = "probability_"
+# samples per forward pass: a million rows at once would hold every layer's activations
+# for all of them (8 GB for the digits CNN's first layer alone)
+CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ def read_samples(
         x = _npz_samples(source)
     else:
         raise DataError(f"{source}: unsupported file type '{source.suffix}'; use .csv or .npz")
+    if len(x) == 0:
+        raise DataError(f"{source}: no samples to predict")
     if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
         raise DataError(f"{source}: the features have dtype {x.dtype}; they must be numeric")
     if x.shape[1:] != input_shape:
@@ -118,7 +123,9 @@ def predict_file(
     schema = model.metadata.get_input_schema()
     input_shape = tuple(int(d) for d in schema.inputs[0].shape[1:])
     x, frame = read_samples(source, logged_features(metadata), input_shape)
-    probabilities = np.asarray(model.predict(x))
+    probabilities = np.concatenate(
+        [np.asarray(model.predict(x[start : start + CHUNK])) for start in range(0, len(x), CHUNK)]
+    )
     classes = logged_classes(metadata, probabilities.shape[1])
     predicted = [classes[i] for i in probabilities.argmax(axis=1)]
     answers = pd.DataFrame(

@@ -109,6 +109,14 @@ def test_the_command_scores_the_champion_and_says_where_it_wrote(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"wrote 120 predictions of {NAME} version 1 to {output} (ant: ")
     assert len(pd.read_csv(output)) == 120
+    run = MlflowClient(tracking_uri).get_run(done.stdout.split("recorded in run ")[1].strip())
+    assert run.data.tags["mlops.run_type"] == "prediction"
+    assert run.data.tags["model.uri"] == f"models:/{NAME}/1"
+    assert run.data.tags["data.file"] == str(source) and len(run.data.tags["data.file_md5"]) == 32
+    assert run.data.tags["predictions.file"] == str(output)
+    assert run.data.metrics["predictions/samples"] == 120
+    shares = [v for k, v in run.data.metrics.items() if k.startswith("predictions/share/")]
+    assert len(shares) == 3 and sum(shares) == pytest.approx(1.0)
     assert default_output(Path("data/new.csv")) == Path("predictions/new.csv")  # not in data/
 
 

@@ -144,7 +144,8 @@ def _predict(args: argparse.Namespace) -> None:
     )
     counts = ", ".join(f"{label}: {count}" for label, count in result.counts.items())
     print(f"wrote {sum(result.counts.values())} predictions of {name} version "
-          f"{result.version} to {result.output} ({counts})")  # fmt: skip
+          f"{result.version} to {result.output} ({counts}), "
+          f"recorded in run {result.run_id}")  # fmt: skip
 
 
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ feature columns are picked by name, in any order, when it was trained on a CSV.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ PROBABILITY_PREFIX = "probability_"
 # samples per forward pass: a million rows at once would hold every layer's activations
 # for all of them (8 GB for the digits CNN's first layer alone)
 CHUNK = 4096
+METRIC_UNSAFE = re.compile(r"[^/\w.\- ]")  # what MLflow refuses in a metric name
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,44 @@ class BatchResult:
     version: str
     output: Path
     counts: dict[Label, int]  # samples per predicted label
+    run_id: str  # the MLflow run that records it
+
+
+def log_prediction_run(
+    client: MlflowClient, model_name: str, version: str, source: Path, result_file: Path,
+    counts: dict[Label, int],
+) -> str:  # fmt: skip
+    """One MLflow run per scored file, in the experiment of the version's training run:
+    which version answered which file (by md5), where the answers went, the class mix."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
+
+    from mlops.tracking.lineage import file_md5
+
+    training_run_id = client.get_model_version(model_name, version).run_id or ""
+    try:
+        experiment_id = client.get_run(training_run_id).info.experiment_id
+    except MlflowException:  # the training run is gone: MLflow's default experiment
+        experiment_id = "0"
+    tags = {
+        "mlops.run_type": "prediction",
+        "model.name": model_name,
+        "model.version": version,
+        "model.uri": f"models:/{model_name}/{version}",
+        "model.training_run_id": training_run_id,
+        "data.file": str(source.resolve()),
+        "data.file_md5": file_md5(source),
+        "predictions.file": str(result_file.resolve()),
+    }
+    run = client.create_run(experiment_id, run_name=f"predict {model_name} v{version}")
+    total = sum(counts.values())
+    metrics = [Metric("predictions/samples", total, 0, 0)] + [
+        Metric(f"predictions/share/{METRIC_UNSAFE.sub('_', str(label))}", count / total, 0, 0)
+        for label, count in counts.items()
+    ]
+    client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
 
 
 def default_output(source: Path) -> Path:
@@ -121,6 +161,11 @@ def predict_file(
     model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
     metadata = model.metadata.metadata
     schema = model.metadata.get_input_schema()
+    if schema is None or not schema.is_tensor_spec():
+        raise DataError(
+            f"{model_name} version {version} was logged without a tensor signature, which "
+            "gives its input shape; score versions that `make train` registered"
+        )
     input_shape = tuple(int(d) for d in schema.inputs[0].shape[1:])
     x, frame = read_samples(source, logged_features(metadata), input_shape)
     probabilities = np.concatenate(
@@ -136,5 +181,6 @@ def predict_file(
         answers = pd.concat([frame.drop(columns=answers.columns, errors="ignore"), answers], axis=1)
     output.parent.mkdir(parents=True, exist_ok=True)
     answers.to_csv(output, index=False)
-    counts = pd.Series(predicted).value_counts().sort_index()
-    return BatchResult(model_name, version, output, {k: int(v) for k, v in counts.items()})
+    counts = {k: int(v) for k, v in pd.Series(predicted).value_counts().sort_index().items()}
+    run_id = log_prediction_run(client, model_name, version, source, output, counts)
+    return BatchResult(model_name, version, output, counts, run_id)

@@ -93,3 +93,14 @@ def test_servers_refuse_a_taken_port_before_starting(
     assert not (project / "calls.log").exists()
     subprocess.run(command, cwd=project, check=True)  # free again: the server starts
     assert (project / "calls.log").read_text().startswith(f"{tool} ")
+
+
+def test_predict_names_the_file_it_needs_and_passes_its_arguments(project: Path) -> None:
+    missing = subprocess.run(["make", "-s", "predict"], cwd=project, capture_output=True, text=True)
+    assert missing.returncode != 0
+    assert "name the file to score: make predict INPUT=new.csv" in missing.stdout
+    assert not (project / "calls.log").exists()
+    command = ["make", "-s", "predict", "INPUT=my file.csv", "OUTPUT=out.csv", "VERSION=3"]
+    subprocess.run(command, cwd=project, check=True)
+    call = (project / "calls.log").read_text().strip()
+    assert call == "mlops predict digits-cnn my file.csv --version 3 --output out.csv"

@@ -76,6 +76,9 @@ def test_a_sweep_is_one_parent_run_with_its_jobs_nested_and_tabled(tmp_path: Pat
         experiment = run.info.experiment_id
         assert f"/#/experiments/{experiment}/runs/{run.info.run_id} (after make ui)" in job.stdout
         assert f"/#/models/{row['model'].replace('/', '/versions/')} (after" in job.stdout
+    # every job prints Lightning's lines as the first does, without the job log's prefix
+    assert job.stdout.count("GPU available: False") + job.stderr.count("GPU available: False") == 2
+    assert "][pytorch_lightning." not in job.stdout + job.stderr
     summary = job.stdout[job.stdout.index("sweep: 2 jobs") :].splitlines()
     assert summary[1].split()[:2] == ["job", "overrides"]
     assert summary[2].split()[:3] == ["0", "seed=1", "FINISHED"]

@@ -24,9 +24,29 @@ def tell(message: str, *, warning: bool = False) -> None:
     LOG.log(logging.WARNING if warning else logging.INFO, message)
 
 
+def print_lightning_plainly() -> None:
+    """Each Lightning package gives its logger a console handler of its own only if it is
+    imported before logging is configured. `lightning.pytorch` is; the standalone
+    `pytorch_lightning`, which mlflow.pytorch imports while the model is logged, is not, and
+    Lightning sends its messages through whichever was imported last: from a sweep's second
+    job on, they reached the console through Hydra's root handler, timestamp and logger
+    name first. The loggers still unset get `lightning.pytorch`'s console handler."""
+    source = logging.getLogger("lightning.pytorch")
+    consoles = [h for h in source.handlers if not isinstance(h, logging.FileHandler)]
+    if source.propagate or not consoles:
+        return
+    for name in PACKAGES:
+        logger = logging.getLogger(name)
+        if logger.propagate and not logger.handlers:
+            logger.propagate = False
+            for handler in consoles:
+                logger.addHandler(handler)
+
+
 def keep_in_job_log() -> None:
     """Give the job log file's handler to the loggers that do not propagate to the root, in
     place of an earlier job's (a sweep runs its jobs in one process, a file each)."""
+    print_lightning_plainly()
     files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     for name in (*PACKAGES, LOG.name):
         logger = logging.getLogger(name)

@@ -135,12 +135,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
 
 
 def report(result: training.TrainingResult, tracking_uri: str) -> None:
-    tell(
-        f"run {result.run_id}: "
-        + ", ".join(
-            f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()) if k.startswith("test/")
-        )
-    )
+    tell(f"run {result.run_id}: {training.summary_scores(result.metrics)}")
     tell(f"  {ui_link(tracking_uri, f'experiments/{result.experiment_id}/runs/{result.run_id}')}")
     if result.model_version:
         tell(f"registered {result.model_name} version {result.model_version}")

@@ -97,6 +97,14 @@ def test_overrides_reach_nested_keys() -> None:
     assert cfg.scheduler.T_max == 5  # interpolated from the trainer
 
 
+def test_gradient_clipping_and_accumulation_reach_the_trainer(tmp_path: Path) -> None:
+    cfg = compose_config(["trainer.gradient_clip_val=1.0", "trainer.accumulate_grad_batches=4"])
+    trainer = instantiate(cfg.trainer, default_root_dir=tmp_path, logger=False)
+    assert (trainer.gradient_clip_val, trainer.accumulate_grad_batches) == (1.0, 4)
+    defaults = instantiate(compose_config([]).trainer, default_root_dir=tmp_path, logger=False)
+    assert (defaults.gradient_clip_val, defaults.accumulate_grad_batches) == (None, 1)
+
+
 def test_tracking_uri_env_overrides_local_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert compose_config([]).logger.tracking_uri == "http://127.0.0.1:5999"

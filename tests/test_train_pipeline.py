@@ -279,6 +279,15 @@ def test_an_optimized_metric_that_was_not_logged_names_the_ones_that_were(
     assert training.optimized_value(compose_config(["optimized_metric=null"]), {}) is None
 
 
+def test_the_result_line_shows_test_scores_or_says_the_run_was_not_tested() -> None:
+    metrics = {"val/acc": 0.91, "val/acc_best": 0.93, "test/acc": 0.9, "test/loss": 0.25}
+    assert training.summary_scores(metrics) == "test/acc=0.9000, test/loss=0.2500"
+    untested = {k: v for k, v in metrics.items() if not k.startswith("test/")}
+    assert training.summary_scores(untested) == (
+        "not tested (test=false); val/acc=0.9100, val/acc_best=0.9300"
+    )
+
+
 def test_runs_of_the_same_seed_get_different_names_and_the_same_draws(tmp_path: Path) -> None:
     """A local store names a run from Python's global `random`, which the seed has just
     set: without a name of its own every training would be called alike in the UI."""

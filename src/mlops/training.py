@@ -219,6 +219,15 @@ def metrics_as_floats(trainer: L.Trainer) -> dict[str, float]:
     return {key: float(value) for key, value in trainer.callback_metrics.items()}
 
 
+def summary_scores(metrics: dict[str, float]) -> str:
+    """The run's one-line result: its test scores, or with `test=false` its validation
+    scores, said to be such, so an untested run does not print an empty list."""
+    tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    shown = tested or {k: v for k, v in metrics.items() if k.startswith("val/")}
+    scores = ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
+    return scores if tested else f"not tested (test=false); {scores or 'no val/ metric'}"
+
+
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     """What the job returns to an optimizing sweeper: `optimized_metric` of its metrics. In
     a sweep, a name this job did not log (a typo) is a warning, not a failure: the training

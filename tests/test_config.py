@@ -85,6 +85,17 @@ def test_a_gpu_trainer_without_a_gpu_is_refused_naming_the_cpu_presets(
     check_launch(compose_config(["trainer=cpu"]))  # CPU trainers go on
 
 
+def test_a_required_value_left_unset_is_refused_naming_it() -> None:
+    with pytest.raises(
+        LaunchError,
+        match=r"^data\.name, data\.path: no value set.*data\.name=\.\.\. data\.path=\.\.\.\"$",
+    ):
+        check_launch(compose_config(["data=files"]))
+    with pytest.raises(LaunchError, match=r"^data\.name: no value set"):
+        check_launch(compose_config(["data=files", "data.path=my.csv"]))
+    check_launch(compose_config(["data=files", "data.path=my.csv", "data.name=my"]))
+
+
 @pytest.mark.parametrize("experiment", GROUP_OPTIONS["experiment"])
 def test_every_experiment_composes(experiment: str) -> None:
     cfg = compose_config([f"experiment={experiment}"])

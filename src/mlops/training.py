@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mlops.data.files import FilesDataModule
@@ -109,12 +109,33 @@ def hydra_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def unset_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is `???`, found without resolving interpolations (which
+    may point at Hydra's runtime, absent outside a job)."""
+    found = []
+    for key in node:
+        name = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            found.append(name)
+        elif not OmegaConf.is_interpolation(node, key) and OmegaConf.is_dict(node[key]):
+            found += unset_keys(node[key], f"{name}.")
+    return sorted(found)
+
+
 def check_launch(cfg: DictConfig) -> None:
-    """Launches that cannot work, refused before anything is created: a GPU trainer where
+    """Launches that cannot work, refused before anything is created: a required value left
+    unset (`???`), which would otherwise surface as a traceback mid-job; a GPU trainer where
     torch sees no GPU; and, under Hydra multirun, DDP's `popen` start, which re-runs the
     script once per extra process, so each copy would start the whole sweep again, and a
     resume, which continues one run that every job of a sweep would then train at once."""
     import torch
+
+    if missing := unset_keys(cfg):
+        settings = " ".join(f"{key}=..." for key in missing)
+        raise LaunchError(
+            f"{', '.join(missing)}: no value set (`???` in the config); add it to the "
+            f'command, e.g. make train ARGS="... {settings}"'
+        )
 
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():

@@ -253,6 +253,14 @@ def test_a_csv_trained_model_takes_samples_as_objects_of_named_features(
     assert status == 200, by_name
     assert by_name == post(served["url"], {"inputs": x.tolist()})[1]
     assert json.loads(get(served["url"], "/metadata")[1])["features"] == PIXELS
+    # the OpenAPI page offers both forms, its example by name (two test samples)
+    inputs = openapi_inputs(served)
+    rows, named = inputs["oneOf"]
+    assert named["items"]["required"] == PIXELS and rows["items"]["minItems"] == 64
+    example = inputs["example"]
+    assert len(example) == 2 and set(example[0]) == set(PIXELS)
+    status, answers = post(served["url"], {"inputs": example})
+    assert status == 200 and len(answers) == 2, answers
 
     del records[3]["p17"]
     status, message = post(served["url"], {"inputs": records})
@@ -280,6 +288,12 @@ def check_predictions_equal_mlflow_pyfunc(served: dict, digits_file: Path) -> No
     assert [p["label"] for p in predictions] == expected.argmax(axis=1).tolist()
 
 
+def openapi_inputs(served: dict) -> dict:
+    document = json.loads(get(served["url"], "/docs.json")[1])
+    body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    return body["schema"]["properties"]["inputs"]
+
+
 def check_metadata_health_and_metrics(served: dict) -> None:
     status, body = get(served["url"], "/metadata")
     metadata = json.loads(body)
@@ -292,6 +306,12 @@ def check_metadata_health_and_metrics(served: dict) -> None:
     assert metadata["data_matches_pin"] == "unknown"  # trained on a copy outside the project
     assert get(served["url"], "/livez")[0] == 200
     answer = json.loads(get(served["url"], "/docs.json")[1])["paths"]["/predict"]["post"]
+    # the OpenAPI page gives the sample shape and an example request the service takes
+    inputs = openapi_inputs(served)
+    assert [inputs["items"]["minItems"], inputs["items"]["items"]["maxItems"]] == [1, 8]
+    assert inputs["maxItems"] == 256 and "(1, 8, 8)" in inputs["description"]
+    status, answers = post(served["url"], {"inputs": inputs["example"]})
+    assert status == 200 and len(answers) == 2, answers
     assert answer["responses"]["200"]["content"] == {
         "application/json": {
             "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}}

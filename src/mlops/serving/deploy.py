@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version as installed
 from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 from omegaconf import DictConfig
@@ -100,6 +102,25 @@ def _import_model(tag: str, model_uri: str, labels: dict[str, str]) -> None:
     bentoml.mlflow.import_model(tag, model_uri, labels=labels)
 
 
+def _example_inputs(tag: str, samples: int = 2) -> tuple[Any, ...]:
+    """The first samples of the input example MLflow logged with the version (`make
+    train` logs five test samples), to 6 significant digits; none for a version logged
+    without one."""
+    import bentoml
+
+    path = Path(bentoml.models.get(tag).path_of(bentoml.mlflow.MLFLOW_MODEL_FOLDER))
+    example = path / "serving_input_example.json"
+    if not example.exists():
+        return ()
+    inputs = json.loads(example.read_text()).get("inputs")
+    if not isinstance(inputs, list):  # a DataFrame or dict example: not this service's form
+        return ()
+    rounded = json.loads(
+        json.dumps(inputs[:samples]), parse_float=lambda v: float(f"{float(v):.6g}")
+    )
+    return tuple(rounded)
+
+
 def _check_settings(cfg: DictConfig) -> None:
     reconnect_every = int(cfg.deploy.reconnect_every)
     if reconnect_every < 0:
@@ -153,6 +174,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         "data_md5": deployment.data_md5.removesuffix(".dir"),
     }
     _import_model(deployment.bento_model_tag, model_uri, labels)
+    deployment = replace(deployment, example_inputs=_example_inputs(deployment.bento_model_tag))
 
     context = Path(cfg.paths.bento_build_dir) / f"{stored_name}-v{number}"
     shutil.rmtree(context, ignore_errors=True)

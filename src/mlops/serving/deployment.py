@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 DEPLOYMENT_FILE = "deployment.json"
 
@@ -34,6 +35,8 @@ class Deployment:
     data_matches_pin: str = "unknown"  # whether the training file had the bytes data.dvc pins
     classes: tuple[int | str, ...] = ()  # the label of each output; 0..C-1 when empty
     features: tuple[str, ...] = ()  # a CSV-trained model's feature columns, in input order
+    # two samples of the version's logged input example: the OpenAPI page's example request
+    example_inputs: tuple[Any, ...] = ()
 
     @property
     def labels(self) -> tuple[int | str, ...]:
@@ -56,6 +59,7 @@ class Deployment:
         values["input_shape"] = tuple(values["input_shape"])
         values["classes"] = tuple(values.get("classes", ()))
         values["features"] = tuple(values.get("features", ()))
+        values["example_inputs"] = tuple(values.get("example_inputs", ()))
         return cls(**values)
 
     def public_metadata(self) -> dict[str, object]:

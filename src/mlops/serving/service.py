@@ -22,6 +22,7 @@ from pydantic import BaseModel, BeforeValidator, TypeAdapter
 
 from mlops.serving.deployment import Deployment
 from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
+from mlops.serving.openapi import OpenAPIDescription, inputs_schema
 from mlops.serving.worker import bind_api_method, service_options, settle_garbage_collector
 
 DEPLOYMENT = Deployment.read(Path.cwd())
@@ -84,12 +85,14 @@ def as_batch(inputs: object) -> np.ndarray:
     return batch
 
 
-# Shape and DType describe the input in the OpenAPI schema; as_batch runs before them
+# Shape and DType make the input a tensor for BentoML (its client encodes arrays by them);
+# as_batch runs before them; the OpenAPI page gets the full description
 Inputs = Annotated[
     np.ndarray,
     Shape((-1, *DEPLOYMENT.input_shape)),
     DType("float32"),
     BeforeValidator(as_batch),
+    OpenAPIDescription(inputs_schema(DEPLOYMENT)),
 ]
 
 

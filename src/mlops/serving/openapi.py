@@ -1,8 +1,8 @@
-"""How `/predict`'s input reads in the OpenAPI page (`/docs`, `/docs.json`): the sample
-shape in every dimension, the request-size limit, the named-feature form of a CSV-trained
-model, and a real example, so "Try it out" sends a request the service accepts. BentoML
-describes an array input as nested lists of numbers of any length, and Swagger's default
-body for that (`[[0]]`) is refused as mis-shaped."""
+"""How `/predict`'s input reads on the OpenAPI page (Swagger UI at `/`, the document at
+`/docs.json`): the sample shape in every dimension, the request-size limit, the
+named-feature form of a CSV-trained model, and a real example, so "Try it out" sends a
+request the service accepts. BentoML describes an array input as nested lists of numbers
+of any length, and Swagger's default body for that (`[[0]]`) is refused as mis-shaped."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from mlops import training
 from mlops.errors import MlopsError
 from mlops.messages import LOG, keep_in_job_log, tell
 from mlops.models.family import model_family
+from mlops.registry.description import describe
 from mlops.registry.register import log_and_register
 from mlops.tracking.lineage import lineage_tags
 from mlops.tracking.resume import check_resumable
@@ -104,6 +105,12 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     cfg.registry.serialization_format,
                     datamodule.classes,
                     datamodule.feature_names,
+                )
+                describe(
+                    MlflowClient(cfg.logger.tracking_uri),
+                    version,
+                    training.summary_scores(metrics),
+                    cfg.data.name,
                 )
                 # 5. Promotion gate: challenger vs champion, evaluated from the registry.
                 if cfg.registry.gate.enabled:

@@ -120,6 +120,13 @@ def test_training_is_one_tracked_run_and_one_new_version(
     assert version.tags["data.dvc_md5"] == tags["data.dvc_md5"]
     assert version.tags["data.matches_pin"] == "unknown"
     assert version.tags["git.commit"] == tags["git.commit"]
+    # the UI's model pages describe the version and the registered model
+    assert version.description.startswith(f"{family} trained on {digits_file} (md5 ")
+    assert f"run {result.run_id[:8]}; test/acc={result.metrics['test/acc']:.4f}" in (
+        version.description
+    )
+    description = client.get_registered_model(result.model_name).description
+    assert f"make deploy MODEL={result.model_name}" in description
     model = mlflow.pyfunc.load_model(f"models:/{result.model_name}/{result.model_version}")
     assert tuple(model.metadata.signature.inputs.inputs[0].shape) == (-1, 1, 8, 8)
     x_test = np.load(digits_file)["x_test"][:9]
@@ -151,9 +158,16 @@ np.save(x_path + ".out.npy", mlflow.pyfunc.load_model(model_uri).predict(np.load
 
 def test_each_training_adds_a_version(make_cfg, tracking_uri: str) -> None:
     first = train(make_cfg("model=mlp", "registry.model_name=versions-test"))
+    client = mlflow.MlflowClient(tracking_uri)
+    client.update_registered_model("versions-test", description="the owner's words")
     second = train(make_cfg("model=mlp", "registry.model_name=versions-test"))
     assert (first.model_version, second.model_version) == ("1", "2")
     assert first.run_id != second.run_id
+    # each version describes its own run; the model's description, once written, is kept
+    for result in (first, second):
+        described = client.get_model_version("versions-test", result.model_version).description
+        assert f"by run {result.run_id[:8]};" in described
+    assert client.get_registered_model("versions-test").description == "the owner's words"
 
 
 def test_same_config_and_data_give_same_metrics(make_cfg) -> None:

@@ -41,6 +41,13 @@ def test_defaults_are_digits_cnn_on_cpu() -> None:
     }
 
 
+def test_the_progress_bar_redraws_at_most_ten_times_a_second() -> None:
+    """Its drawing thread shares the GIL with training: at Lightning's default (100 a
+    second) it took 18% of the MLP's samples/s in a terminal (docs/benchmarks.md)."""
+    bar = instantiate(compose_config([]).callbacks.rich_progress_bar)
+    assert 0 < bar.refresh_rate <= 10
+
+
 @pytest.mark.parametrize("model", GROUP_OPTIONS["model"])
 def test_every_model_instantiates_for_digits(model: str) -> None:
     cfg = compose_config([f"model={model}"])

@@ -10,6 +10,7 @@ import tempfile
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="mlops-test-bentoml-")
 
 import itertools
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,22 @@ from tests.servers import free_port, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "conf"
+
+
+def torchrun_stdout(tmp_path: Path, source: str, marker: str) -> str:
+    """Runs `source` as a script under torchrun, 2 processes on this machine, and returns
+    what follows `marker` on the one stdout line that starts with it."""
+    script = tmp_path / "job.py"
+    script.write_text(source)
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    job = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", str(script)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    (line,) = [line for line in job.stdout.splitlines() if line.startswith(marker)]
+    return line.removeprefix(marker)
+
 
 FAST = [
     "trainer.max_epochs=2",

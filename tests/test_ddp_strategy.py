@@ -4,11 +4,9 @@ per step) and every rank validates with rank zero's."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import torchrun_stdout
 
 # Run by torchrun, 2 ranks. Each rank trains on its own shard, so without a broadcast per
 # step their running means drift apart; validation must see rank zero's on both.
@@ -78,15 +76,6 @@ if trainer.is_global_zero:
 
 
 def test_buffers_are_per_rank_in_training_and_rank_zeros_in_evaluation(tmp_path: Path) -> None:
-    script = tmp_path / "job.py"
-    script.write_text(JOB)
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    job = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", str(script)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-    (line,) = [line for line in job.stdout.splitlines() if line.startswith("SEEN ")]
-    seen = json.loads(line.removeprefix("SEEN "))
+    seen = json.loads(torchrun_stdout(tmp_path, JOB, "SEEN "))
     assert not any(seen["train"]), "ranks' buffers were made equal during training"
     assert seen["validation"] and all(seen["validation"])

@@ -5,11 +5,9 @@ broadcast nor a buffer broadcast is left (each one a sync point of every step)."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import torchrun_stdout
 
 # Run by torchrun, 2 ranks. The gradient all-reduce runs in DDP's C++ reducer; every
 # collective Lightning or this project starts goes through `torch.distributed`'s Python
@@ -77,15 +75,6 @@ if trainer.is_global_zero:
 
 
 def test_a_ddp_training_step_starts_no_collective_of_its_own(tmp_path: Path) -> None:
-    script = tmp_path / "job.py"
-    script.write_text(JOB)
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    job = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", str(script)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-    (line,) = [line for line in job.stdout.splitlines() if line.startswith("STEPS ")]
-    steps = json.loads(line.removeprefix("STEPS "))
+    steps = json.loads(torchrun_stdout(tmp_path, JOB, "STEPS "))
     assert len(steps) == 2 * 3  # 2 epochs of 4 steps per rank, the first of each not counted
     assert all(step == [] for step in steps), steps

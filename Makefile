@@ -17,6 +17,8 @@ SERVE_PORT ?= 3000
 BENTOML_STORE ?= $(CURDIR)/.bentoml
 BENTO_BUILD_DIR ?= .bentoml-build
 BENCH ?= all
+# pytest-xdist processes for make test (auto: one per core; 0 runs in this process, for pdb)
+TEST_WORKERS ?= auto
 # what `make data` writes; targets that read it prepare it only when it is missing or
 # older than data.dvc or the install (the check costs 2 s, most of a short `make evaluate`)
 DATA_FILE := data/digits/digits.npz
@@ -84,8 +86,8 @@ containerize: install ## docker image of the last Bento (needs a Docker engine)
 		echo "The Bento can still be exported: BENTOML_HOME=$(BENTOML_STORE) $(BIN)/bentoml export $$(cat $(BENTO_BUILD_DIR)/LAST_BENTO) bento.bento"; exit 1; }
 	BENTOML_HOME=$(BENTOML_STORE) $(BIN)/bentoml containerize $$(cat $(BENTO_BUILD_DIR)/LAST_BENTO)
 
-test: $(DATA_FILE) ## run the test suite
-	$(BIN)/python -m pytest $(if $(CI),-q -p no:cacheprovider,) $(ARGS)
+test: $(DATA_FILE) ## run the test suite, one pytest process per core (TEST_WORKERS=0: one process, for pdb)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(if $(CI),-q -p no:cacheprovider,) $(ARGS)
 
 lint: install ## ruff
 	$(BIN)/ruff check src pipelines tests bench

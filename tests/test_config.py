@@ -145,6 +145,25 @@ def test_missing_key_access_fails_clearly() -> None:
         _ = compose_config([]).model.hiden_size
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["evaluate", "m", "model.hiden_size=3"], "Could not override 'model.hiden_size'. To "),
+        (["evaluate", "m", "model=transformer"], "Available options in 'model': cnn mlp rnn"),
+        (["registry", "history", "m", "--config-dir", "nowhere"], "run mlops from the project"),
+    ],
+)
+def test_cli_names_a_bad_override_or_config_folder_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    from mlops.cli import main
+
+    monkeypatch.chdir(ROOT)
+    assert main(argv) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("mlops: error: ") and message in line
+
+
 def test_pipeline_rejects_a_typo_before_any_work(tmp_path: Path) -> None:
     result = subprocess.run(
         [

@@ -151,8 +151,10 @@ def test_bad_references_change_nothing(make_cfg, tracking_uri: str) -> None:
     name = "bad-ref-test"
     train(make_cfg(*WEAK, f"registry.model_name={name}"))
     before = registry_state(client, name)
-    with pytest.raises(RegistryError, match="no registered model 'nope'"):
+    with pytest.raises(RegistryError, match="no registered model 'nope'") as missing:
         promote(client, "nope", "1")
+    assert f"in {tracking_uri}; registered models: " in str(missing.value)
+    assert name in str(missing.value)
     with pytest.raises(RegistryError, match="has no version 9"):
         promote(client, name, "9")
     with pytest.raises(RegistryError, match="has no alias 'gold'"):

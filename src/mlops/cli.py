@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from mlops import __version__
-from mlops.errors import MlopsError
+from mlops.errors import ConfigError, MlopsError
 from mlops.quiet import artifact_progress_bars_only_on_a_terminal
 
 
@@ -28,9 +28,23 @@ def _prepare_data(args: argparse.Namespace) -> None:
 
 
 def _config(args: argparse.Namespace):
+    """The composed config; a missing folder or a bad override is the user's to fix, in one
+    line, as `make train` gives it (Hydra's own exceptions would print a traceback here)."""
+    from hydra.errors import HydraException
+
     from mlops.config import compose_config
 
-    return compose_config(Path(args.config_dir), list(args.overrides))
+    config_dir = Path(args.config_dir)
+    if not (config_dir / "train.yaml").is_file():
+        raise ConfigError(
+            f"no train.yaml in the config folder {config_dir.resolve()}: run mlops from the "
+            "project root (where conf/ is, as make does), or pass --config-dir PATH"
+        )
+    try:
+        return compose_config(config_dir, list(args.overrides))
+    except HydraException as error:
+        message = str(error).split("Config search path")[0]  # Hydra's internals after it
+        raise ConfigError(" ".join(message.split())) from None
 
 
 def _client(cfg):

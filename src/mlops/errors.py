@@ -5,6 +5,10 @@ class MlopsError(Exception):
     """Base class: the CLI and pipelines print these as one line, without a traceback."""
 
 
+class ConfigError(MlopsError, ValueError):
+    """The config folder is missing, or an override names no key or option in it."""
+
+
 class DataError(MlopsError, ValueError):
     """The data files are missing, malformed or inconsistent."""
 

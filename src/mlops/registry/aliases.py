@@ -40,8 +40,10 @@ def ensure_model(client: MlflowClient, model_name: str) -> None:
         known = sorted(
             m.name for m in client.search_registered_models() if not m.name.endswith(".lock")
         )
+        listing = ", ".join(known) or "none (make train registers one)"
         raise RegistryError(
-            f"no registered model {model_name!r}; registered models: {', '.join(known) or 'none'}"
+            f"no registered model {model_name!r} in {client.tracking_uri}; "
+            f"registered models: {listing}"
         ) from None
 
 

@@ -7,7 +7,14 @@ import sys
 
 from mlops.quiet import artifact_progress_bars_only_on_a_terminal
 
-BENCHMARKS = ("train_accuracy", "train_speed", "ddp_scaling", "serving", "cold_start")
+BENCHMARKS = (
+    "train_accuracy",
+    "train_speed",
+    "ddp_scaling",
+    "serving",
+    "cold_start",
+    "gpu_configs",
+)
 
 
 def main() -> None:

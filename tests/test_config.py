@@ -123,6 +123,18 @@ def test_gradient_clipping_and_accumulation_reach_the_trainer(tmp_path: Path) ->
     assert (defaults.gradient_clip_val, defaults.accumulate_grad_batches) == (None, 1)
 
 
+def test_the_trainer_profiles_nothing_unless_asked(tmp_path: Path) -> None:
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from mlops.profiler import NoProfiler
+
+    quiet = instantiate(compose_config([]).trainer, default_root_dir=tmp_path, logger=False)
+    assert type(quiet.profiler) is NoProfiler
+    cfg = compose_config(["trainer.profiler=simple"])  # Lightning's own names still work
+    profiled = instantiate(cfg.trainer, default_root_dir=tmp_path, logger=False)
+    assert isinstance(profiled.profiler, SimpleProfiler)
+
+
 def test_tracking_uri_env_overrides_local_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert compose_config([]).logger.tracking_uri == "http://127.0.0.1:5999"

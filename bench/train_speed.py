@@ -126,9 +126,9 @@ def main() -> None:
                     case,
                     f"{statistics.median(p for p, _ in pairs):,.0f}",
                     f"{statistics.median(r for _, r in pairs):,.0f}",
-                    f"{paired:.2f}x",
+                    f"{paired:.3f}x",
                     f">= {TARGET}x: {met(paired >= TARGET)}",
-                    f"{statistics.median(m / r for m, r in minimal):.2f}x",
+                    f"{statistics.median(m / r for m, r in minimal):.3f}x",
                     f"{extra_ms_per_step(pairs, cfg.data.batch_size):.2f} ms",
                     f"{extra_ms_per_step(minimal, cfg.data.batch_size):.2f} ms",
                 ]

@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 
 # A fresh process: the process group and its threads must not outlive the check.
 CHECK = """
-import json, os, sys
+import json, os, sys, time
 from pathlib import Path
 import torch.distributed as dist
 from mlops.distributed.gloo_polling import GlooPollingPriority
@@ -28,7 +28,11 @@ def policies():
 
 GlooPollingPriority().setup(None, None, "fit")  # no process group yet: must do nothing
 dist.init_process_group("gloo", init_method=f"file://{sys.argv[1]}", world_size=1, rank=0)
-before = policies()
+# The loop thread names itself once it runs, which on a loaded machine can be after
+# init_process_group returns (in training, Lightning's barrier before `setup` waits on it).
+deadline = time.monotonic() + 30
+while "gloo_tcp_loop" not in (before := policies()) and time.monotonic() < deadline:
+    time.sleep(0.01)
 GlooPollingPriority().setup(None, None, "fit")
 print(json.dumps({"before": before, "after": policies()}))
 dist.destroy_process_group()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from bench.report import REPORT, ROOT, markdown_table, met, publish
+from bench.report import REPORT, ROOT, markdown_table, met, publish, steady_samples_per_sec
 from mlops.config import compose_config
 
 TARGET = 1.7
@@ -88,10 +88,7 @@ def run_once(processes: int, case: Case, workdir: Path) -> float:
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )[0]
-    history = sorted(
-        client.get_metric_history(run.info.run_id, "train/samples_per_sec"), key=lambda m: m.step
-    )
-    return statistics.median(m.value for m in history[1:])
+    return steady_samples_per_sec(client, run.info.run_id)
 
 
 def run_raw_once(processes: int, case: Case) -> float:

@@ -22,11 +22,12 @@ PACKAGES="lightning lightning-utilities hydra-core omegaconf antlr4-python3-runt
   pydantic-core annotated-types typing-inspection python-dotenv sqlparse"
 
 fetch() {
-  local python_version=${1:-3.12} name pinned
+  local python_version=${1:-3.12} name pinned installed
   test -x .venv/bin/python || { echo "no .venv: run make install first (it pins the versions)"; exit 1; }
+  installed=$(.venv/bin/python -m pip freeze 2>/dev/null)
   rm -rf "$WHEELS" && mkdir -p "$WHEELS"
   for name in $PACKAGES; do
-    pinned=$(.venv/bin/python -m pip freeze 2>/dev/null | grep -i "^${name//-/[-_]}==") \
+    pinned=$(grep -i "^${name//-/[-_]}==" <<<"$installed") \
       || { echo "$name is not installed in .venv"; exit 1; }
     if [ "$name" = antlr4-python3-runtime ]; then  # published as a source archive only
       .venv/bin/python -m pip wheel -q --no-deps -w "$WHEELS" "$pinned" 2>&1 | grep -v "is ignored" || true

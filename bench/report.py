@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def publish(name: str, method: str, tables: str, path: Path = REPORT) -> None:
     the tables."""
     write_section(name, f"{stamp(f'bench/{name}.py')} {method}\n\n{tables}", path)
     print(tables)
+
+
+def steady_samples_per_sec(client, run_id: str) -> float:
+    """A pipeline run's steady-state speed: the median of its logged
+    `train/samples_per_sec` over the epochs after the first (which pays warm-up)."""
+    history = sorted(
+        client.get_metric_history(run_id, "train/samples_per_sec"), key=lambda m: m.step
+    )
+    return statistics.median(m.value for m in history[1:] or history)
 
 
 def ratio(value: float, baseline: float) -> str:

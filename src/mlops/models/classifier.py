@@ -23,7 +23,7 @@ STAGES = ("train", "val", "test")
 # training step; nn.Module.__setattr__ first checks each value against the module's
 # parameters, submodules and buffers (1.2 us a call here, against 0.1 us for a plain
 # attribute): about 50 us of a 1.5 ms MLP step. A hook's name is never any of those.
-PLAIN_ATTRIBUTES = frozenset({"_current_fx_name"})
+HOOK_NAME_ATTRIBUTE = "_current_fx_name"
 
 # Every value this module logs comes from a torchmetrics `compute()`, already reduced over
 # DDP ranks (and `train/samples_per_sec` is rank zero's by design). `sync_dist=True` would
@@ -65,7 +65,7 @@ class Classifier(L.LightningModule):
         self.test_confusion_matrix: torch.Tensor | None = None
 
     def __setattr__(self, name: str, value) -> None:
-        if name in PLAIN_ATTRIBUTES:
+        if name == HOOK_NAME_ATTRIBUTE:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)

@@ -278,6 +278,75 @@ def test_bentomls_own_client_reads_the_answers(servers, digits_file: Path) -> No
     assert answers == expected
 
 
+# run in the Bento's own folder by an interpreter that sees only the standard library and
+# the packages a fresh environment with the Bento's pins would hold: not this checkout
+FROM_THE_BENTO_ALONE = """
+import asyncio, json
+import numpy as np
+import mlops, service
+worker = service.ClassifierService()
+answer = asyncio.run(worker.predict(np.zeros((2, 1, 8, 8), np.float32)))
+print(json.dumps({"mlops": mlops.__file__, "answers": len(answer)}))
+"""
+
+
+def pinned_site(requirements: list[str], folder: Path) -> Path:
+    """A site-packages holding only what `pip install` of these pins brings (links into this
+    environment's: their modules and metadata). Extras are not followed, as pip follows
+    none for these pins."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    folder.mkdir()
+    seen: set[str] = set()
+    pending = [Requirement(line).name for line in requirements if not line.startswith("-")]
+    while pending:
+        name = canonicalize_name(pending.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            installed = distribution(name)
+        except PackageNotFoundError:  # a dependency of another platform
+            continue
+        site = Path(installed.locate_file(""))
+        for top in {Path(file).parts[0] for file in installed.files or []} - {".."}:
+            with contextlib.suppress(FileExistsError):
+                (folder / top).symlink_to(site / top)
+        for line in installed.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+    return folder
+
+
+def test_the_bento_carries_the_code_it_serves_and_pins_what_it_imports(
+    servers, tmp_path: Path
+) -> None:
+    """A Bento exported, containerized or served away from this checkout has its own copy
+    of the mlops code and its pinned requirements, nothing else: with only those on the
+    import path, its service loads the model from its own code and answers."""
+    import os
+    import subprocess
+    import sys
+
+    bento = bentoml.get(servers("cnn")["deployed"].bento_tag)
+    src = Path(bento.path_of("src"))
+    requirements = Path(bento.path_of("env/python/requirements.txt")).read_text().splitlines()
+    site = pinned_site(requirements, tmp_path / "site-packages")
+    assert not (site / "lightning").exists() and not (site / "hydra").exists()
+    run = subprocess.run(
+        [sys.executable, "-S", "-c", FROM_THE_BENTO_ALONE],
+        cwd=src, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert Path(loaded["mlops"]).is_relative_to(src) and loaded["answers"] == 2
+
+
 def check_predictions_equal_mlflow_pyfunc(served: dict, digits_file: Path) -> None:
     x = np.load(digits_file)["x_test"][:24]
     status, predictions = post(served["url"], {"inputs": x.tolist()})

@@ -25,6 +25,10 @@ from mlops.registry.model_metadata import logged_classes, logged_features
 from mlops.serving.deployment import Deployment
 
 SERVICE_ENTRY = "from mlops.serving.service import ClassifierService  # noqa: F401\n"
+# what the service imports besides the mlops code the Bento carries (bundle_library);
+# uvloop and httptools are what uvicorn's measured speed rests on (docs/benchmarks.md)
+SERVED_PACKAGES = ("torch", "mlflow", "bentoml", "numpy", "uvloop", "httptools")
+PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 LAST_BENTO_FILE = "LAST_BENTO"
 BENTO_SUFFIX = "-service"
 # BentoML names: lowercase alphanumerics, '.', '_', '-', alphanumeric at both ends, at most
@@ -130,6 +134,33 @@ def _check_settings(cfg: DictConfig) -> None:
         )
 
 
+def bundle_library(context: Path) -> None:
+    """The Bento carries the mlops code it serves, as of this deploy: `bentoml serve` puts
+    the Bento's own folder first on the import path, so a Bento exported, containerized or
+    served after the checkout has moved on runs the code it was built and checked with."""
+    import mlops
+
+    shutil.copytree(
+        Path(mlops.__file__).parent,
+        context / "mlops",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+
+
+def python_requirements() -> dict[str, Any]:
+    """Exact pins of what the service imports. A local torch build (`2.13.0+cpu`) exists
+    only on PyTorch's own index for that build, which a container build must be told."""
+    pins = [f"{name}=={installed(name)}" for name in SERVED_PACKAGES]
+    requirements: dict[str, Any] = {
+        "packages": pins,
+        "lock_packages": False,  # locking resolves online; these pins are exact already
+    }
+    _, _, build = installed("torch").partition("+")
+    if build:
+        requirements["extra_index_url"] = [PYTORCH_INDEX + build]
+    return requirements
+
+
 def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     _check_settings(cfg)
     tracking_uri = cfg.logger.tracking_uri
@@ -180,6 +211,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     (context / "service.py").write_text(SERVICE_ENTRY)
+    bundle_library(context)
     deployment.write(context)
 
     bento_tag = f"{stored_name}{BENTO_SUFFIX}:v{number}"
@@ -190,12 +222,9 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         name=f"{stored_name}{BENTO_SUFFIX}",
         version=f"v{number}",
         build_ctx=str(context),
-        include=["service.py", "deployment.json"],
+        include=["service.py", "deployment.json", "mlops/**/*.py"],
         labels=labels,
-        python={
-            "packages": [f"{p}=={installed(p)}" for p in ("torch", "mlflow", "bentoml", "numpy")],
-            "lock_packages": False,  # locking resolves online; these pins are exact already
-        },
+        python=python_requirements(),
     )
     (Path(cfg.paths.bento_build_dir) / LAST_BENTO_FILE).write_text(f"{bento.tag}\n")
     return DeployResult(str(bento.tag), deployment.bento_model_tag, context, deployment)

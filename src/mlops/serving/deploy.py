@@ -27,7 +27,7 @@ from mlops.serving.deployment import Deployment
 SERVICE_ENTRY = "from mlops.serving.service import ClassifierService  # noqa: F401\n"
 # what the service imports besides the mlops code the Bento carries (bundle_library);
 # uvloop and httptools are what uvicorn's measured speed rests on (docs/benchmarks.md)
-SERVED_PACKAGES = ("torch", "mlflow", "bentoml", "numpy", "uvloop", "httptools")
+SERVED_PACKAGES = ("torch", "mlflow", "bentoml", "numpy", "orjson", "uvloop", "httptools")
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 LAST_BENTO_FILE = "LAST_BENTO"
 BENTO_SUFFIX = "-service"

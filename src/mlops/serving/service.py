@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import bentoml
 import numpy as np
-from _bentoml_sdk.io_models import IORootModel
+import orjson
+from _bentoml_sdk.io_models import IODescriptor, IORootModel
 from bentoml.validators import DType, Shape
 from pydantic import BaseModel, BeforeValidator, TypeAdapter
 
@@ -24,6 +25,10 @@ from mlops.serving.deployment import Deployment
 from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
 from mlops.serving.openapi import OpenAPIDescription, inputs_schema
 from mlops.serving.worker import bind_api_method, service_options, settle_garbage_collector
+
+if TYPE_CHECKING:
+    from _bentoml_impl.serde import Serde
+    from starlette.requests import Request
 
 DEPLOYMENT = Deployment.read(Path.cwd())
 
@@ -94,6 +99,27 @@ Inputs = Annotated[
     BeforeValidator(as_batch),
     OpenAPIDescription(inputs_schema(DEPLOYMENT)),
 ]
+
+
+class Input(IODescriptor):
+    """The request body: the input model BentoML builds from `predict`'s signature (same
+    name, so the same schema), parsed faster. orjson reads the body into lists and
+    `as_batch` checks them, which is all pydantic's path does here (its `Shape` and
+    `DType` then find the array already right): 64-sample bodies 335 -> 200 us in-process.
+    Anything that fails on the way (not JSON, NaN tokens, no 'inputs', a bad array) goes
+    through pydantic's path instead, which gives the 400 answer its error."""
+
+    inputs: Inputs
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Serde) -> Input:
+        if serde.media_type == "application/json":
+            try:
+                document = orjson.loads(await request.body())
+                return cls.model_construct(inputs=as_batch(document["inputs"]))
+            except Exception:  # pydantic's path below names what is wrong
+                pass
+        return await super().from_http_request(request, serde)
 
 
 LABELS = DEPLOYMENT.labels
@@ -185,6 +211,7 @@ class ClassifierService:
         settle_garbage_collector()
 
     @bentoml.api(
+        input_spec=Input,
         batchable=True,
         max_batch_size=DEPLOYMENT.max_batch_size,
         max_latency_ms=DEPLOYMENT.max_latency_ms,

@@ -345,6 +345,15 @@ def test_the_bento_carries_the_code_it_serves_and_pins_what_it_imports(
     assert run.returncode == 0, run.stderr[-3000:]
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
     assert Path(loaded["mlops"]).is_relative_to(src) and loaded["answers"] == 2
+    # a local torch build (+cpu) resolves only with its PyTorch index, for pip and uv alike
+    from importlib.metadata import version
+
+    _, _, build = version("torch").partition("+")
+    if build:
+        assert f"--extra-index-url https://download.pytorch.org/whl/{build}" in requirements
+        assert ("UV_INDEX_STRATEGY", "unsafe-best-match") in {
+            (env.name, env.value) for env in bento.info.envs
+        }
 
 
 def check_predictions_equal_mlflow_pyfunc(served: dict, digits_file: Path) -> None:

@@ -147,18 +147,27 @@ def bundle_library(context: Path) -> None:
     )
 
 
-def python_requirements() -> dict[str, Any]:
-    """Exact pins of what the service imports. A local torch build (`2.13.0+cpu`) exists
-    only on PyTorch's own index for that build, which a container build must be told."""
+def python_requirements() -> tuple[dict[str, Any], list[Any]]:
+    """Exact pins of what the service imports, and the build's environment variables.
+
+    A local torch build (`2.13.0+cpu`) exists only on PyTorch's own index for that build,
+    which a container build is told. That index also mirrors numpy and others at fewer
+    versions, and uv, which BentoML's Dockerfile installs with, takes a package only from
+    the first index that has it by default; `unsafe-best-match` lets uv pick each pin from
+    whichever index holds it, as pip does (set for the whole image: BentoML passes a
+    build-only variable as a Docker secret, which a plain `docker build` lacks)."""
+    from bentoml._internal.bento.build_config import BentoEnvSchema
+
     pins = [f"{name}=={installed(name)}" for name in SERVED_PACKAGES]
     requirements: dict[str, Any] = {
         "packages": pins,
         "lock_packages": False,  # locking resolves online; these pins are exact already
     }
     _, _, build = installed("torch").partition("+")
-    if build:
-        requirements["extra_index_url"] = [PYTORCH_INDEX + build]
-    return requirements
+    if not build:
+        return requirements, []
+    requirements["extra_index_url"] = [PYTORCH_INDEX + build]
+    return requirements, [BentoEnvSchema("UV_INDEX_STRATEGY", "unsafe-best-match")]
 
 
 def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
@@ -215,6 +224,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     deployment.write(context)
 
     bento_tag = f"{stored_name}{BENTO_SUFFIX}:v{number}"
+    python, build_envs = python_requirements()
     with contextlib.suppress(bentoml.exceptions.NotFound):
         bentoml.bentos.delete(bento_tag)  # redeploying a version rebuilds its Bento
     bento = bentoml.bentos.build(
@@ -224,7 +234,8 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         build_ctx=str(context),
         include=["service.py", "deployment.json", "mlops/**/*.py"],
         labels=labels,
-        python=python_requirements(),
+        python=python,
+        envs=build_envs,
     )
     (Path(cfg.paths.bento_build_dir) / LAST_BENTO_FILE).write_text(f"{bento.tag}\n")
     return DeployResult(str(bento.tag), deployment.bento_model_tag, context, deployment)

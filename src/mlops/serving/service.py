@@ -19,7 +19,8 @@ import numpy as np
 import orjson
 from _bentoml_sdk.io_models import IODescriptor, IORootModel
 from bentoml.validators import DType, Shape
-from pydantic import BaseModel, BeforeValidator, TypeAdapter
+from pydantic import BaseModel, BeforeValidator
+from starlette.responses import Response
 
 from mlops.serving.deployment import Deployment
 from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
@@ -134,23 +135,23 @@ class Prediction(BaseModel):
     probabilities: list[float]
 
 
-PREDICTION_LIST = TypeAdapter(list[Prediction])
-
-
 class PredictionList(IORootModel[list[Prediction]]):
-    """The output type BentoML builds for `list[Prediction]`, with two shortcuts that keep
-    its schema and JSON values: the answer is encoded by pydantic's compiled serializer
-    (BentoML dumps the list to Python objects and runs `json.dumps` on them: 3.5x the time
-    for a 64-sample answer, 400 -> 113 us measured), and its media type is declared
-    (BentoML derives it from the JSON schema, regenerated on every response: a quarter of a
-    request's time, profiled)."""
+    """The output type BentoML builds for `list[Prediction]` (same schema, which BentoML's
+    client decodes answers with), answered faster. BentoML validates the list into
+    `Prediction` objects, dumps them to Python objects to see whether they render as a
+    string, then encodes them with `json.dumps`, in a response of three writes; here
+    orjson encodes the plain list `predict` built (the same JSON values) into one body:
+    0.3 against 5 us for a 1-sample answer, 17 against 112 us for 64 (in-process). The
+    media type is declared: BentoML derives it from the JSON schema, regenerated on every
+    response (a quarter of a request's time, profiled)."""
 
     @classmethod
     def mime_type(cls) -> str:
         return "application/json"
 
-    def model_dump_json(self, **kwargs: object) -> str:
-        return PREDICTION_LIST.dump_json(self.root).decode()
+    @classmethod
+    async def to_http_response(cls, obj: list[dict], serde: Serde) -> Response:
+        return Response(orjson.dumps(obj), media_type="application/json")
 
 
 def service_metrics():
@@ -228,8 +229,7 @@ class ClassifierService:
         labels = predicted.tolist()
         if not NUMBERED:
             labels = [LABELS[index] for index in labels]
-        # BentoML splits this list per request and validates each part into PredictionList;
-        # plain dicts validate faster than Prediction objects are built
+        # BentoML splits this list per request; PredictionList encodes each part as it is
         return [
             {"label": label, "probabilities": row}
             for label, row in zip(labels, probabilities.tolist(), strict=True)

@@ -139,11 +139,11 @@ class PredictionList(IORootModel[list[Prediction]]):
     """The output type BentoML builds for `list[Prediction]` (same schema, which BentoML's
     client decodes answers with), answered faster. BentoML validates the list into
     `Prediction` objects, dumps them to Python objects to see whether they render as a
-    string, then encodes them with `json.dumps`, in a response of three writes; here
+    string, then encodes them, in a response of three writes: 5 us for a 1-sample answer
+    and 112 us for 64 (in-process, even with pydantic's serializer as the encoder). Here
     orjson encodes the plain list `predict` built (the same JSON values) into one body:
-    0.3 against 5 us for a 1-sample answer, 17 against 112 us for 64 (in-process). The
-    media type is declared: BentoML derives it from the JSON schema, regenerated on every
-    response (a quarter of a request's time, profiled)."""
+    0.3 and 17 us. The media type is declared: BentoML derives it from the JSON schema,
+    regenerated on every response (a quarter of a request's time, profiled)."""
 
     @classmethod
     def mime_type(cls) -> str:

@@ -113,6 +113,37 @@ def test_ddp_cpu_job_is_one_run_and_one_version(
     assert "][lightning.fabric.utilities.distributed][INFO] - Initializing distributed" in job_log
 
 
+def test_torchrun_on_two_nodes_is_one_run_and_one_version(
+    tmp_path: Path, odd_test_split: Path
+) -> None:
+    """docs/distributed.md's multi-node torchrun recipe, the two "nodes" on this machine:
+    one agent per node, each with one process, the same command but its --node_rank."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "logs" / "train" / "runs" / "job"
+    port = free_port()
+    training = train_command(
+        "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2",
+        f"data.path={odd_test_split}", f"logger.tracking_uri={uri}",
+        f"paths.mlflow_artifacts_dir={tmp_path / 'mlartifacts'}", f"hydra.run.dir={run_dir}",
+    )[1:]  # fmt: skip
+    agents = [
+        [str(Path(sys.executable).parent / "torchrun"), "--nnodes=2", f"--node_rank={node}",
+         "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}", *training]
+        for node in (0, 1)
+    ]  # fmt: skip
+    with ThreadPoolExecutor(2) as pool:
+        jobs = list(pool.map(lambda agent: run_own_group(agent, ROOT, dict(os.environ)), agents))
+    for job in jobs:
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    first, second = (job.stdout + job.stderr for job in jobs)
+    assert "GLOBAL_RANK: 1" in second and "MEMBER: 2/2" in second
+    assert first.count("registered digits-mlp version") == 1
+    assert "registered digits-mlp version" not in second  # rank zero alone registers
+    check_one_job(uri, run_dir, odd_test_split)
+
+
 # srun on one machine: SLURM_NTASKS copies of the command, each given the variables SLURM
 # sets per task (its rank, its rank on its node, its node), as if on SLURM_NNODES nodes.
 LOCAL_SRUN = """#!/bin/bash

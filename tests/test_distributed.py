@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -118,8 +119,6 @@ def test_torchrun_on_two_nodes_is_one_run_and_one_version(
 ) -> None:
     """docs/distributed.md's multi-node torchrun recipe, the two "nodes" on this machine:
     one agent per node, each with one process, the same command but its --node_rank."""
-    from concurrent.futures import ThreadPoolExecutor
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_dir = tmp_path / "logs" / "train" / "runs" / "job"
     port = free_port()

@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 
 import bentoml
@@ -16,6 +20,8 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from mlops.errors import DeployError, RegistryError
 from mlops.serving.deploy import bento_name, deploy
@@ -294,11 +300,6 @@ def pinned_site(requirements: list[str], folder: Path) -> Path:
     """A site-packages holding only what `pip install` of these pins brings (links into this
     environment's: their modules and metadata). Extras are not followed, as pip follows
     none for these pins."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
     folder.mkdir()
     seen: set[str] = set()
     pending = [Requirement(line).name for line in requirements if not line.startswith("-")]
@@ -328,10 +329,6 @@ def test_the_bento_carries_the_code_it_serves_and_pins_what_it_imports(
     """A Bento exported, containerized or served away from this checkout has its own copy
     of the mlops code and its pinned requirements, nothing else: with only those on the
     import path, its service loads the model from its own code and answers."""
-    import os
-    import subprocess
-    import sys
-
     bento = bentoml.get(servers("cnn")["deployed"].bento_tag)
     src = Path(bento.path_of("src"))
     requirements = Path(bento.path_of("env/python/requirements.txt")).read_text().splitlines()
@@ -346,8 +343,6 @@ def test_the_bento_carries_the_code_it_serves_and_pins_what_it_imports(
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
     assert Path(loaded["mlops"]).is_relative_to(src) and loaded["answers"] == 2
     # a local torch build (+cpu) resolves only with its PyTorch index, for pip and uv alike
-    from importlib.metadata import version
-
     _, _, build = version("torch").partition("+")
     if build:
         assert f"--extra-index-url https://download.pytorch.org/whl/{build}" in requirements

@@ -88,6 +88,29 @@ def test_inference_model_folds_batch_norms_into_the_convolutions(input_shape) ->
     assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())  # untouched
 
 
+@pytest.mark.parametrize(
+    ("net_class", "input_shape"),
+    [(MLP, (1, 8, 8)), (CNN, (1, 8, 8)), (CNN, (3, 16)), (RNN, (1, 8, 8))],
+)
+def test_the_exported_inference_graph_leaves_out_eval_no_ops(net_class, input_shape) -> None:
+    """Dropout and global pooling + flatten are operations of the exported graph, run on
+    every request, unless the inference model drops them; its answers stay the network's."""
+    torch.manual_seed(0)
+    net = net_class(input_shape=input_shape, num_classes=10, dropout=0.5)
+    x = torch.randn(9, *input_shape)
+    with torch.no_grad():
+        expected = torch.softmax(net.eval()(x), dim=-1)
+    dropouts = [m for m in net.modules() if isinstance(m, nn.Dropout)]
+    program = torch.export.export(inference_model(net), (x,))
+    operations = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert not {op for op in operations if "dropout" in op or "adaptive_avg_pool" in op}
+    if net_class is CNN:
+        assert "aten.mean.dim" in operations
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), expected, atol=1e-6, rtol=1e-5)
+    assert [m for m in net.modules() if isinstance(m, nn.Dropout)] == dropouts  # untouched
+
+
 def test_classifier_builds_optimizer_and_scheduler_from_factories() -> None:
     from functools import partial
 

@@ -30,8 +30,10 @@ class ProbabilityModel(nn.Module):
 
 
 def inference_model(net: nn.Module) -> ProbabilityModel:
-    """A CPU copy in eval mode, its batch norms folded, leaving the training module untouched."""
-    return fold_batch_norms(ProbabilityModel(copy.deepcopy(net).cpu()).eval())
+    """A CPU copy in eval mode, its batch norms folded and its eval-time no-ops gone,
+    leaving the training module untouched."""
+    model = ProbabilityModel(copy.deepcopy(net).cpu()).eval()
+    return pool_by_mean(drop_dropouts(fold_batch_norms(model)))
 
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -56,6 +58,56 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
                 and norm.track_running_stats
             ):
                 block[index] = fuse_conv_bn_eval(conv, norm)
+                block[index + 1] = nn.Identity()
+    return model
+
+
+def drop_dropouts(model: nn.Module) -> nn.Module:
+    """In place, for inference: each dropout becomes an `Identity`, which the exported graph
+    leaves out; in eval mode a dropout passes its input through, yet torch.export still
+    records it as an operation, called on every forward pass."""
+    if model.training:
+        raise ValueError("drop_dropouts needs a model in eval mode, where dropout does nothing")
+    for block in model.modules():
+        for name, child in block.named_children():
+            if isinstance(child, nn.modules.dropout._DropoutNd):
+                setattr(block, name, nn.Identity())
+    return model
+
+
+class SpatialMean(nn.Module):
+    """Global average pooling and flattening as one mean over the spatial axes: the same
+    values as `AdaptiveAvgPool2d(1)` + `Flatten()`, in one operation of about half the
+    time of the pooling alone (digits CNN, 64 channels, 1 thread: 5 against 8.5 us)."""
+
+    def __init__(self, spatial_axes: int) -> None:
+        super().__init__()
+        self.axes = tuple(range(-spatial_axes, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=self.axes)
+
+
+GLOBAL_POOLS = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
+
+
+def pool_by_mean(model: nn.Module) -> nn.Module:
+    """In place: a global average pooling directly followed by a `Flatten` of all but the
+    batch axis in a `Sequential` becomes one `SpatialMean` (and the flatten an `Identity`)."""
+    for block in model.modules():
+        if not isinstance(block, nn.Sequential):
+            continue
+        for index in range(len(block) - 1):
+            pool, flatten = block[index], block[index + 1]
+            axes = GLOBAL_POOLS.get(type(pool))
+            size = pool.output_size if axes else None
+            if (
+                axes
+                and size in (1, (1,) * axes)
+                and isinstance(flatten, nn.Flatten)
+                and (flatten.start_dim, flatten.end_dim) == (1, -1)
+            ):
+                block[index] = SpatialMean(axes)
                 block[index + 1] = nn.Identity()
     return model
 

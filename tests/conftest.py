@@ -48,6 +48,7 @@ FAST = [
     "+trainer.limit_val_batches=2",
     "+trainer.enable_progress_bar=false",
     "~callbacks.rich_progress_bar",
+    "deploy.compile=false",  # 10-25 s a deploy; the served CNN is compiled (test_serving)
 ]
 
 

@@ -24,13 +24,19 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlops.errors import DeployError, RegistryError
+from mlops.serving.compiled import (
+    COMPILED_FILE,
+    cpu_flags,
+    load_compiled_forward,
+    missing_cpu_flags,
+)
 from mlops.serving.deploy import bento_name, deploy
 from pipelines.train import train
 from tests.servers import free_port
 
 FAMILIES = {
     "mlp": ["model=mlp"],
-    "cnn": ["model=cnn"],
+    "cnn": ["model=cnn", "deploy.compile=true"],  # as `make deploy` builds it
     "rnn": ["model=rnn", "model.cell=lstm"],
     # the digits as a CSV: 64 pixel columns and each label written as its English name
     "named": ["model=mlp", "data=files", "data.name=named", "data.label_column=digit"],
@@ -377,6 +383,7 @@ def check_metadata_health_and_metrics(served: dict) -> None:
     assert metadata["run_id"] == served["run_id"]
     assert metadata["data_md5"].endswith(".dir")
     assert metadata["data_matches_pin"] == "unknown"  # trained on a copy outside the project
+    assert metadata["compiled_forward"] is bool(served["deployed"].deployment.compiled_for)
     assert get(served["url"], "/livez")[0] == 200
     answer = json.loads(get(served["url"], "/docs.json")[1])["paths"]["/predict"]["post"]
     # the OpenAPI page gives the sample shape and an example request the service takes
@@ -399,6 +406,58 @@ def check_metadata_health_and_metrics(served: dict) -> None:
     assert "mlops_batch_size_count" in metrics
     assert 'bentoml_service_request_total{endpoint="/predict",http_response_code="200"' in metrics
     assert "bentoml_service_request_duration_seconds_bucket" in metrics
+
+
+def test_the_deployed_cnn_serves_its_graph_compiled_for_this_cpu(servers) -> None:
+    """`make deploy` compiles the version's graph (deploy.compile, on by default) into the
+    Bento; the service runs it (its answers are checked against MLflow's in
+    test_served_version_predicts_like_mlflow_and_reports_itself) and says so."""
+    deployed = servers("cnn")["deployed"]
+    bento = Path(bentoml.bentos.get(deployed.bento_tag).path) / "src"
+    assert (bento / COMPILED_FILE).stat().st_size > 0
+    assert set(deployed.deployment.compiled_for) <= set(cpu_flags())
+    assert "avx2" in deployed.deployment.compiled_for  # what the kernel lists, not empty
+    assert json.loads(get(servers("cnn")["url"], "/metadata")[1])["compiled_forward"] is True
+
+
+def test_compiled_code_that_cannot_run_here_is_left_for_the_graph(tmp_path: Path) -> None:
+    """A Bento compiled on a CPU with an instruction this one lacks, or whose compiled file
+    does not load: None (the service then runs the exported graph), and the server's log
+    says why."""
+    import logging
+
+    assert missing_cpu_flags(cpu_flags()) == ()
+    assert missing_cpu_flags(("avx2", "avx10_9", "sse2")) == ("avx10_9",)
+    broken = tmp_path / COMPILED_FILE
+    broken.write_bytes(b"not a package")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logging.getLogger("bentoml").addHandler(handler)
+    try:
+        assert load_compiled_forward(broken, (*cpu_flags(), "avx10_9")) is None
+        assert load_compiled_forward(broken, cpu_flags()) is None
+    finally:
+        logging.getLogger("bentoml").removeHandler(handler)
+    assert "this CPU lacks avx10_9" in records[0] and "serving the exported graph" in records[0]
+    assert "does not load here" in records[1] and "serving the exported graph" in records[1]
+
+
+def test_a_forward_pass_that_does_not_compile_leaves_a_bento_of_the_graph(make_cfg, capsys) -> None:
+    """No C++ compiler (here: one that always fails): a warning with the reason, and a Bento
+    that serves the exported graph, as with deploy.compile=false."""
+    import torch._inductor.config as inductor
+
+    cfg = make_cfg("model=mlp", "registry.model_name=no-compiler", "deploy.compile=true")
+    train(cfg)
+    capsys.readouterr()
+    with inductor.patch({"cpp.cxx": (None, "/bin/false"), "force_disable_caches": True}):
+        deployed = deploy(cfg, "no-compiler", "1")
+    warning = capsys.readouterr().err
+    assert "deploy.compile: AOTInductor could not compile it" in warning, warning
+    assert "serves the exported graph" in warning and "deploy.compile=false" in warning
+    assert deployed.deployment.compiled_for == ()
+    assert not (Path(bentoml.bentos.get(deployed.bento_tag).path) / "src" / COMPILED_FILE).exists()
 
 
 def test_deploying_an_unknown_model_version_or_alias_builds_nothing(

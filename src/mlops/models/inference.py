@@ -182,26 +182,42 @@ def pickle_refused() -> Iterator[None]:
             os.environ[ALLOW_PICKLE] = previous
 
 
-def load_probability_model(mlflow_model_dir: str | Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A logged model in its native (pytorch) flavor, as float32 samples -> probabilities.
-
-    MLflow's pyfunc wrapper would re-check the signature and convert types on every call;
-    a service that validates its inputs itself does not need that (6% of a serving
-    worker, profiled). Same forward pass as pyfunc `predict`. A `pt2` model is loaded only
-    once MLflow has checked that its archive holds no pickled objects (a crafted one is
-    refused before anything in it runs), then runs its exported graph directly
-    (`lifted_forward`); a `pickle` model is unpickled, as its format requires."""
+def exported_program(mlflow_model_dir: str | Path) -> torch.export.ExportedProgram | None:
+    """A logged `pt2` model's program, loaded only once MLflow has checked that its archive
+    holds no pickled objects (a crafted one is refused before anything in it runs); None
+    for a `pickle` model."""
     import mlflow.pytorch
     from mlflow.models import Model
 
     flavor = Model.load(str(mlflow_model_dir)).flavors["pytorch"]
     exported = Path(mlflow_model_dir) / flavor["model_data"] / "model.pt2"
-    if exported.exists():
-        with pickle_refused():
-            model = mlflow.pytorch.load_model(str(mlflow_model_dir))
-        forward = lifted_forward(torch.export.load(exported)) or model
-    else:
-        forward = mlflow.pytorch.load_model(str(mlflow_model_dir))
+    if not exported.exists():
+        return None
+    with pickle_refused():
+        mlflow.pytorch.load_model(str(mlflow_model_dir))
+    return torch.export.load(exported)
+
+
+def load_probability_model(
+    mlflow_model_dir: str | Path, compiled: Callable | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A logged model in its native (pytorch) flavor, as float32 samples -> probabilities.
+
+    MLflow's pyfunc wrapper would re-check the signature and convert types on every call;
+    a service that validates its inputs itself does not need that (6% of a serving
+    worker, profiled). Same forward pass as pyfunc `predict`: `compiled` (the service's
+    ahead-of-time compiled graph, mlops.serving.compiled) when given, else a `pt2` model's
+    exported graph run directly (`lifted_forward`); a `pickle` model is unpickled, as its
+    format requires."""
+    import mlflow.pytorch
+
+    forward = compiled
+    if forward is None:
+        program = exported_program(mlflow_model_dir)
+        if program is None:
+            forward = mlflow.pytorch.load_model(str(mlflow_model_dir))
+        else:  # module(): what MLflow's loader returns for a pt2 model
+            forward = lifted_forward(program) or program.module()
 
     def probabilities(inputs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -20,8 +20,10 @@ from omegaconf import DictConfig
 
 from mlops.data.validation import Label
 from mlops.errors import DeployError
+from mlops.messages import tell
 from mlops.registry.aliases import ensure_reachable, resolve_version
 from mlops.registry.model_metadata import logged_classes, logged_features
+from mlops.serving.compiled import COMPILED_FILE, compile_forward
 from mlops.serving.deployment import Deployment
 
 SERVICE_ENTRY = "from mlops.serving.service import ClassifierService  # noqa: F401\n"
@@ -134,6 +136,37 @@ def _check_settings(cfg: DictConfig) -> None:
         )
 
 
+def _compile(tag: str, deployment: Deployment, context: Path) -> tuple[str, ...]:
+    """The stored version's graph compiled into the build context, checked at one sample,
+    a full adaptive batch and the largest request: the flags of the CPU it is for, or none
+    (a warning says why) and the Bento serves the exported graph."""
+    import time
+
+    import bentoml
+    import numpy as np
+
+    from mlops.models.inference import exported_program
+
+    program = exported_program(bentoml.models.get(tag).path_of(bentoml.mlflow.MLFLOW_MODEL_FOLDER))
+    if program is None:
+        tell(f"deploy.compile: {tag} is a pickle-format model, served as it is")
+        return ()
+    examples = np.asarray(deployment.example_inputs or np.zeros((1, *deployment.input_shape)),
+                          dtype=np.float32)  # fmt: skip
+    sizes = (1, deployment.max_batch_size, deployment.max_request_samples)
+    started = time.perf_counter()
+    compiled = compile_forward(program, context / COMPILED_FILE, examples, sizes)
+    if isinstance(compiled, str):
+        tell(
+            f"warning: deploy.compile: {compiled}; the Bento serves the exported graph (same "
+            "answers, slower). Set deploy.compile=false to skip the attempt.",
+            warning=True,
+        )
+        return ()
+    tell(f"compiled the forward pass for this CPU in {time.perf_counter() - started:.0f} s")
+    return compiled
+
+
 def bundle_library(context: Path) -> None:
     """The Bento carries the mlops code it serves, as of this deploy: `bentoml serve` puts
     the Bento's own folder first on the import path, so a Bento exported, containerized or
@@ -221,6 +254,10 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     context.mkdir(parents=True)
     (context / "service.py").write_text(SERVICE_ENTRY)
     bundle_library(context)
+    if cfg.deploy.compile:
+        deployment = replace(
+            deployment, compiled_for=_compile(deployment.bento_model_tag, deployment, context)
+        )
     deployment.write(context)
 
     bento_tag = f"{stored_name}{BENTO_SUFFIX}:v{number}"
@@ -232,7 +269,8 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         name=f"{stored_name}{BENTO_SUFFIX}",
         version=f"v{number}",
         build_ctx=str(context),
-        include=["service.py", "deployment.json", "mlops/**/*.py"],
+        include=["service.py", "deployment.json", "mlops/**/*.py"]
+        + ([COMPILED_FILE] if deployment.compiled_for else []),
         labels=labels,
         python=python,
         envs=build_envs,

@@ -37,6 +37,9 @@ class Deployment:
     features: tuple[str, ...] = ()  # a CSV-trained model's feature columns, in input order
     # two samples of the version's logged input example: the OpenAPI page's example request
     example_inputs: tuple[Any, ...] = ()
+    # the instruction-set flags of the CPU the Bento's compiled forward pass (forward.pt2,
+    # mlops.serving.compiled) was built on; empty: the Bento has none
+    compiled_for: tuple[str, ...] = ()
 
     @property
     def labels(self) -> tuple[int | str, ...]:
@@ -60,6 +63,7 @@ class Deployment:
         values["classes"] = tuple(values.get("classes", ()))
         values["features"] = tuple(values.get("features", ()))
         values["example_inputs"] = tuple(values.get("example_inputs", ()))
+        values["compiled_for"] = tuple(values.get("compiled_for", ()))
         return cls(**values)
 
     def public_metadata(self) -> dict[str, object]:

@@ -43,16 +43,19 @@ class RequestHeadersCheck:
 
 
 class MetadataRoute:
-    """GET /metadata -> what is served (a mounted app would answer only /metadata/)."""
+    """GET /metadata -> what is served (a mounted app would answer only /metadata/). The
+    document is encoded at the first request, by when the worker has filled it in."""
 
     def __init__(self, app, metadata: dict[str, object]) -> None:
         self.app = app
-        self.body = json.dumps(metadata).encode()
+        self.metadata = metadata
+        self.body = b""
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"].rstrip("/") == "/metadata":
             if scope["method"] != "GET":
                 return await _json(send, 405, b'{"error": "use GET /metadata"}')
+            self.body = self.body or json.dumps(self.metadata).encode()
             return await _json(send, 200, self.body)
         return await self.app(scope, receive, send)
 

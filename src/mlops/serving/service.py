@@ -22,6 +22,7 @@ from bentoml.validators import DType, Shape
 from pydantic import BaseModel, BeforeValidator
 from starlette.responses import Response
 
+from mlops.serving.compiled import COMPILED_FILE, load_compiled_forward
 from mlops.serving.deployment import Deployment
 from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
 from mlops.serving.openapi import OpenAPIDescription, inputs_schema
@@ -35,6 +36,8 @@ DEPLOYMENT = Deployment.read(Path.cwd())
 
 
 FEATURES = DEPLOYMENT.features
+# /metadata, answered by each worker once its __init__ has said which forward pass it runs
+SERVED = {**DEPLOYMENT.public_metadata(), "compiled_forward": False}
 
 
 def rows_of(records: list) -> list:
@@ -195,8 +198,12 @@ class ClassifierService:
         sys.modules.setdefault("pytorch_lightning", None)
 
         torch.set_num_threads(DEPLOYMENT.torch_threads)
+        compiled = None
+        if DEPLOYMENT.compiled_for:
+            compiled = load_compiled_forward(Path(COMPILED_FILE), DEPLOYMENT.compiled_for)
+        SERVED["compiled_forward"] = compiled is not None
         self.probabilities = load_probability_model(
-            self.bento_model.path_of(bentoml.mlflow.MLFLOW_MODEL_FOLDER)
+            self.bento_model.path_of(bentoml.mlflow.MLFLOW_MODEL_FOLDER), compiled
         )
         self.batch_size, model_info, predictions = service_metrics()
         # one series per class from the start, at 0 until predicted: a class that is never
@@ -237,6 +244,6 @@ class ClassifierService:
 
 
 ClassifierService.add_asgi_middleware(RequestHeadersCheck, max_body_bytes=DEPLOYMENT.max_body_bytes)
-ClassifierService.add_asgi_middleware(MetadataRoute, metadata=DEPLOYMENT.public_metadata())
+ClassifierService.add_asgi_middleware(MetadataRoute, metadata=SERVED)
 if DEPLOYMENT.reconnect_every:
     ClassifierService.add_asgi_middleware(ConnectionRecycling, every=DEPLOYMENT.reconnect_every)

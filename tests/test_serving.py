@@ -460,6 +460,18 @@ def test_a_forward_pass_that_does_not_compile_leaves_a_bento_of_the_graph(make_c
     assert not (Path(bentoml.bentos.get(deployed.bento_tag).path) / "src" / COMPILED_FILE).exists()
 
 
+def test_a_pickled_version_is_deployed_without_compiling(make_cfg, capsys) -> None:
+    cfg = make_cfg("model=mlp", "registry.model_name=pickled", "deploy.compile=true",
+                   "registry.serialization_format=pickle")  # fmt: skip
+    train(cfg)
+    capsys.readouterr()
+    deployed = deploy(cfg, "pickled", "1")
+    assert "pickle-format model (only exported graphs compile); served as it is" in (
+        capsys.readouterr().out
+    )
+    assert deployed.deployment.compiled_for == ()
+
+
 def test_deploying_an_unknown_model_version_or_alias_builds_nothing(
     make_cfg, tracking_uri: str
 ) -> None:

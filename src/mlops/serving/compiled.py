@@ -2,9 +2,9 @@
 
 The exported graph runs one Python call per operation, and oneDNN re-packs each
 convolution's weights on every call; compiled, the whole forward pass is one call into
-native code with the weights packed once. Digits CNN, one thread, in-process: 119 -> 62 us
-for one sample, 298 -> 206 us for 6, 965 -> 581 us for 64; the served Bento 10% more
-single-sample and 21% more 64-sample requests a second (docs/benchmarks.md).
+native code with the weights packed once. Digits CNN, one thread, in-process: 100 -> 57 us
+for one sample, 250 -> 183 us for 6, 820 -> 540 us for 64; the served Bento answered 16-21%
+more 64-sample requests a second (docs/benchmarks.md).
 
 Compiled code is native code for the CPU it was built on (`-march=native`): the Bento
 records that CPU's instruction-set flags, and a worker on a CPU that lacks any of them
@@ -59,7 +59,10 @@ def compile_forward(
 
     flags = cpu_flags()
     if not flags or platform.machine() not in ("x86_64", "AMD64"):
-        return f"no compile for {platform.machine()} without a /proc/cpuinfo to check it by"
+        return (
+            "only x86-64 Linux is compiled for, where a CPU's flags can be checked on load; "
+            f"this is {platform.system()} {platform.machine()}"
+        )
     try:
         torch._inductor.aoti_compile_and_package(program, package_path=str(target))
         compiled = torch._inductor.aoti_load_package(str(target))
@@ -71,7 +74,12 @@ def compile_forward(
     for size in batch_sizes:
         batch = torch.from_numpy(np.resize(examples, (size, *examples.shape[1:])))
         with torch.inference_mode():
-            expected, got = graph(batch), compiled(batch)
+            expected = graph(batch)
+            try:
+                got = compiled(batch)
+            except Exception as error:  # a batch size the compiled code does not take
+                target.unlink()
+                return f"the compiled graph refuses a batch of {size} ({type(error).__name__})"
         if not torch.allclose(got, expected, rtol=1e-4, atol=1e-6):
             target.unlink()
             gap = float((got - expected).abs().max())

@@ -145,11 +145,16 @@ def _compile(tag: str, deployment: Deployment, context: Path) -> tuple[str, ...]
     import bentoml
     import numpy as np
 
-    from mlops.models.inference import exported_program
+    from mlops.models.inference import exported_program, lifted_forward
 
     program = exported_program(bentoml.models.get(tag).path_of(bentoml.mlflow.MLFLOW_MODEL_FOLDER))
-    if program is None:
-        tell(f"deploy.compile: {tag} is a pickle-format model, served as it is")
+    if program is None or lifted_forward(program) is None:
+        why = (
+            "is a pickle-format model (only exported graphs compile)"
+            if program is None
+            else "has a graph that does not take one input of any batch size to one output"
+        )
+        tell(f"deploy.compile: {tag} {why}; served as it is")
         return ()
     examples = np.asarray(deployment.example_inputs or np.zeros((1, *deployment.input_shape)),
                           dtype=np.float32)  # fmt: skip

@@ -209,12 +209,12 @@ def load_probability_model(
     ahead-of-time compiled graph, mlops.serving.compiled) when given, else a `pt2` model's
     exported graph run directly (`lifted_forward`); a `pickle` model is unpickled, as its
     format requires."""
-    import mlflow.pytorch
-
     forward = compiled
     if forward is None:
         program = exported_program(mlflow_model_dir)
         if program is None:
+            import mlflow.pytorch
+
             forward = mlflow.pytorch.load_model(str(mlflow_model_dir))
         else:  # module(): what MLflow's loader returns for a pt2 model
             forward = lifted_forward(program) or program.module()

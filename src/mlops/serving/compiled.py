@@ -3,8 +3,8 @@
 The exported graph runs one Python call per operation, and oneDNN re-packs each
 convolution's weights on every call; compiled, the whole forward pass is one call into
 native code with the weights packed once. Digits CNN, one thread, in-process: 100 -> 57 us
-for one sample, 250 -> 183 us for 6, 820 -> 540 us for 64; the served Bento answered 16-21%
-more 64-sample requests a second (docs/benchmarks.md).
+for one sample, 250 -> 183 us for 6, 820 -> 540 us for 64; the served Bento answered 23%
+more 64-sample and 14% more single-sample requests a second (docs/benchmarks.md).
 
 Compiled code is native code for the CPU it was built on (`-march=native`): the Bento
 records that CPU's instruction-set flags, and a worker on a CPU that lacks any of them
@@ -90,7 +90,13 @@ def compile_forward(
 def load_compiled_forward(path: Path, compiled_for: tuple[str, ...]) -> Callable | None:
     """The compiled forward pass, or None where this CPU lacks an instruction it may use or
     it does not load (a system library older than the one it was built against): then the
-    service runs the exported graph, and the server's log says why."""
+    service runs the exported graph, and the server's log says why.
+
+    It runs through AOTInductor's package loader itself. `aoti_load_package` wraps that in
+    a model that parses its input and output specs on every call (25 us of a 6-sample
+    forward pass of 145 us, digits CNN) and imports `torch._inductor`, which imports
+    `torch._dynamo`: 1 s of each worker's start. Only graphs of one tensor in and one out
+    are compiled (`lifted_forward`), so the specs say nothing the call needs."""
     import torch
 
     missing = missing_cpu_flags(compiled_for)
@@ -102,7 +108,7 @@ def load_compiled_forward(path: Path, compiled_for: tuple[str, ...]) -> Callable
         )
         return None
     try:
-        return torch._inductor.aoti_load_package(str(path))
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
     except Exception as error:  # torch raises RuntimeError, OSError, zipfile errors, ...
         LOG.warning(
             "the Bento's compiled forward pass does not load here (%s: %s): serving the "
@@ -111,3 +117,8 @@ def load_compiled_forward(path: Path, compiled_for: tuple[str, ...]) -> Callable
             str(error).strip().splitlines()[0][:200] if str(error).strip() else "",
         )
         return None
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return loader.boxed_run([x])[0]
+
+    return forward

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, distribution, version
@@ -451,8 +452,13 @@ def test_a_forward_pass_that_does_not_compile_leaves_a_bento_of_the_graph(make_c
     cfg = make_cfg("model=mlp", "registry.model_name=no-compiler", "deploy.compile=true")
     train(cfg)
     capsys.readouterr()
-    with inductor.patch({"cpp.cxx": (None, "/bin/false"), "force_disable_caches": True}):
+    with (
+        inductor.patch({"cpp.cxx": (None, "/bin/false"), "force_disable_caches": True}),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
         deployed = deploy(cfg, "no-compiler", "1")
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]  # torch's, while compiling
     warning = capsys.readouterr().err
     assert "deploy.compile: AOTInductor could not compile it" in warning, warning
     assert "serves the exported graph" in warning and "deploy.compile=false" in warning

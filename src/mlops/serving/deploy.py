@@ -146,7 +146,9 @@ def _compile(tag: str, deployment: Deployment, context: Path) -> tuple[str, ...]
     import numpy as np
 
     from mlops.models.inference import exported_program, lifted_forward
+    from mlops.quiet import silence_unactionable_messages
 
+    silence_unactionable_messages()  # torch's own deprecation notes while it compiles
     program = exported_program(bentoml.models.get(tag).path_of(bentoml.mlflow.MLFLOW_MODEL_FOLDER))
     if program is None or lifted_forward(program) is None:
         why = (

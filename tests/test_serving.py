@@ -297,9 +297,11 @@ FROM_THE_BENTO_ALONE = """
 import asyncio, json
 import numpy as np
 import mlops, service
+from mlops.serving.service import SERVED
 worker = service.ClassifierService()
 answer = asyncio.run(worker.predict(np.zeros((2, 1, 8, 8), np.float32)))
-print(json.dumps({"mlops": mlops.__file__, "answers": len(answer)}))
+print(json.dumps({"mlops": mlops.__file__, "answers": len(answer),
+                  "compiled": SERVED["compiled_forward"]}))
 """
 
 
@@ -349,6 +351,7 @@ def test_the_bento_carries_the_code_it_serves_and_pins_what_it_imports(
     assert run.returncode == 0, run.stderr[-3000:]
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
     assert Path(loaded["mlops"]).is_relative_to(src) and loaded["answers"] == 2
+    assert loaded["compiled"] is True  # its compiled forward pass needs nothing more
     # a local torch build (+cpu) resolves only with its PyTorch index, for pip and uv alike
     _, _, build = version("torch").partition("+")
     if build:

@@ -32,6 +32,7 @@ from mlops.serving.compiled import (
     missing_cpu_flags,
 )
 from mlops.serving.deploy import bento_name, deploy
+from mlops.serving.worker import ClientErrorsInOneLine, log_client_errors_in_one_line
 from pipelines.train import train
 from tests.servers import free_port
 
@@ -479,6 +480,40 @@ def test_a_pickled_version_is_deployed_without_compiling(make_cfg, capsys) -> No
         capsys.readouterr().out
     )
     assert deployed.deployment.compiled_for == ()
+
+
+def test_a_client_error_is_logged_in_one_line_and_a_server_error_keeps_its_traceback() -> None:
+    """As BentoML logs a request's exception (`log_exception`): a request that fails
+    validation becomes one warning with its reason, an error of the server stays an error."""
+    import logging
+
+    from pydantic import BaseModel
+
+    class Body(BaseModel):
+        inputs: list[float]
+
+    logger = logging.getLogger("bentoml._internal.server.http_app")
+    log_client_errors_in_one_line()
+    log_client_errors_in_one_line()  # each worker's __init__ calls it
+    assert sum(isinstance(f, ClientErrorsInOneLine) for f in logger.filters) == 1
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        for fail in (lambda: Body(inputs="x"), lambda: 1 / 0):
+            try:
+                fail()
+            except Exception:
+                logger.error("Exception on %s [%s]", "/predict", "POST", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    client, server = records
+    assert client.levelname == "WARNING" and client.exc_info is None
+    assert client.getMessage() == (
+        "client error on /predict [POST] (answered 4xx): Input should be a valid list"
+    )
+    assert server.levelname == "ERROR" and server.exc_info[0] is ZeroDivisionError
 
 
 def test_deploying_an_unknown_model_version_or_alias_builds_nothing(

@@ -26,7 +26,12 @@ from mlops.serving.compiled import COMPILED_FILE, load_compiled_forward
 from mlops.serving.deployment import Deployment
 from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
 from mlops.serving.openapi import OpenAPIDescription, inputs_schema
-from mlops.serving.worker import bind_api_method, service_options, settle_garbage_collector
+from mlops.serving.worker import (
+    bind_api_method,
+    log_client_errors_in_one_line,
+    service_options,
+    settle_garbage_collector,
+)
 
 if TYPE_CHECKING:
     from _bentoml_impl.serde import Serde
@@ -216,6 +221,7 @@ class ClassifierService:
             run_id=DEPLOYMENT.run_id,
         ).set(1)
         bind_api_method(self)
+        log_client_errors_in_one_line()
         settle_garbage_collector()
 
     @bentoml.api(

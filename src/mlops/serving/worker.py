@@ -4,6 +4,7 @@ that the twin measures BentoML under exactly the service's settings."""
 from __future__ import annotations
 
 import gc
+import logging
 from typing import Any
 
 
@@ -33,3 +34,34 @@ def settle_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 100)  # fewer, cheaper young collections per request
+
+
+class ClientErrorsInOneLine(logging.Filter):
+    """BentoML logs every request that fails validation as an ERROR with its traceback,
+    which buries the server's own errors under its clients' typos (and a misbehaving
+    client fills the log). A client error becomes one WARNING line with the reason the
+    client was given; anything else keeps its level and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from bentoml.exceptions import BentoMLException
+        from pydantic import ValidationError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            reason = "; ".join(e["msg"] for e in error.errors(include_url=False)[:3])
+        elif isinstance(error, BentoMLException) and error.error_code < 500:
+            reason = str(error)
+        else:
+            return True
+        record.msg = "client error on %s [%s] (answered 4xx): %s"
+        record.args = (*record.args[:2], reason)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def log_client_errors_in_one_line() -> None:
+    """Idempotent: on the logger BentoML reports a request's exception with."""
+    logger = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, ClientErrorsInOneLine) for f in logger.filters):
+        logger.addFilter(ClientErrorsInOneLine())

@@ -27,3 +27,8 @@ class LaunchError(MlopsError, RuntimeError):
 
 class DeployError(MlopsError, ValueError):
     """A registered version that the service cannot serve."""
+
+
+def first_line(error: Exception) -> str:
+    """An exception as one line of a user-facing message: torch's run to pages."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -110,6 +110,27 @@ def pool_by_mean(model: nn.Module) -> nn.Module:
                 block[index] = SpatialMean(axes)
                 block[index + 1] = nn.Identity()
     return model
+
+
+def outputs_problem(
+    reference: Callable, candidate: Callable, batches: Iterable[np.ndarray], name: str
+) -> str | None:
+    """Why `candidate` (the `name`d stand-in for `reference`: an exported or compiled
+    graph) does not give `reference`'s probabilities at each batch, or None when it does."""
+    from mlops.errors import first_line
+
+    for batch in batches:
+        x = torch.from_numpy(batch)
+        with torch.inference_mode():
+            expected = reference(x)
+            try:
+                got = candidate(x)
+            except Exception as error:
+                return f"the {name} refuses a batch of {len(batch)} ({first_line(error)})"
+        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-6):
+            gap = float((got - expected).abs().max())
+            return f"the {name} is off by up to {gap:.2g} at a batch of {len(batch)}"
+    return None
 
 
 def free_batch_sample_shape(program: torch.export.ExportedProgram) -> tuple[int, ...] | None:

@@ -13,10 +13,10 @@ from mlflow.models.model import ModelInfo
 from torch import nn
 
 from mlops.data.validation import Label
-from mlops.errors import ModelConfigError
+from mlops.errors import ModelConfigError, first_line
 from mlops.messages import tell
 from mlops.models.family import model_family
-from mlops.models.inference import inference_model
+from mlops.models.inference import inference_model, outputs_problem
 from mlops.quiet import silence_unactionable_messages
 from mlops.registry.model_metadata import model_metadata
 
@@ -81,27 +81,13 @@ def _log_model(
     )
 
 
-def _first_line(error: Exception) -> str:
-    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
-
-
 def reproduction_problem(model_uri: str, model: nn.Module, example: np.ndarray) -> str | None:
     """Why the logged model does not give `model`'s outputs for batch sizes other than the
     example's (torch.export keeps only what it saw: a branch on the batch size, say), or
     None when it does."""
+    batches = (example[:1], np.concatenate([example, example[:1]]))
     loaded = mlflow.pytorch.load_model(model_uri)
-    for batch in (example[:1], np.concatenate([example, example[:1]])):
-        x = torch.from_numpy(batch)
-        with torch.no_grad():
-            expected = model(x)
-            try:
-                got = loaded(x)
-            except Exception as error:
-                return f"the exported graph refuses a batch of {len(batch)} ({_first_line(error)})"
-        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-6):
-            gap = float((got - expected).abs().max())
-            return f"the exported graph is off by up to {gap:.2g} at a batch of {len(batch)}"
-    return None
+    return outputs_problem(model, loaded, batches, "exported graph")
 
 
 def log_and_register(
@@ -150,7 +136,7 @@ def log_and_register(
                 # torch.export raises many types for untraceable code, all torch's own
                 if not type(error).__module__.startswith("torch"):
                     raise
-                problem = f"torch.export cannot trace {type(net).__name__} ({_first_line(error)})"
+                problem = f"torch.export cannot trace {type(net).__name__} ({first_line(error)})"
             if problem:
                 tell(
                     f"warning: {problem}; the model is logged with pickle instead, which loads "

@@ -47,57 +47,63 @@ def missing_cpu_flags(compiled_for: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(flag for flag in compiled_for if flag not in here)
 
 
+def package_forward(path: Path) -> Callable:
+    """The compiled forward pass through AOTInductor's package loader itself.
+    `aoti_load_package` wraps that in a model that parses its input and output specs on
+    every call (25 us of a 6-sample forward pass of 145 us, digits CNN) and imports
+    `torch._inductor`, which imports `torch._dynamo`: 1 s of each worker's start. Only
+    graphs of one tensor in and one out are compiled (`lifted_forward`), so the specs say
+    nothing the call needs."""
+    import torch
+
+    loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return loader.boxed_run([x])[0]
+
+    return forward
+
+
 def compile_forward(
     program: torch.export.ExportedProgram,
     target: Path,
     examples: np.ndarray,
     batch_sizes: tuple[int, ...],
 ) -> tuple[str, ...] | str:
-    """Compile `program` into `target` and check it against the graph at each batch size
-    (the examples repeated): this CPU's flags, or why it was not compiled."""
+    """Compile `program` into `target` and check what the workers will run against the
+    graph at each batch size (the examples repeated): this CPU's flags, or why it was not
+    compiled."""
     import torch
 
+    from mlops.errors import first_line
+    from mlops.models.inference import outputs_problem
+
     flags = cpu_flags()
-    if not flags or platform.machine() not in ("x86_64", "AMD64"):
+    if not flags or platform.machine() != "x86_64":
         return (
             "only x86-64 Linux is compiled for, where a CPU's flags can be checked on load; "
             f"this is {platform.system()} {platform.machine()}"
         )
     try:
         torch._inductor.aoti_compile_and_package(program, package_path=str(target))
-        compiled = torch._inductor.aoti_load_package(str(target))
+        compiled = package_forward(target)
     except Exception as error:  # a missing C++ compiler, an operation inductor lacks, ...
         target.unlink(missing_ok=True)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return f"AOTInductor could not compile it ({type(error).__name__}: {first[:200]})"
-    graph = program.module()
-    for size in batch_sizes:
-        batch = torch.from_numpy(np.resize(examples, (size, *examples.shape[1:])))
-        with torch.inference_mode():
-            expected = graph(batch)
-            try:
-                got = compiled(batch)
-            except Exception as error:  # a batch size the compiled code does not take
-                target.unlink()
-                return f"the compiled graph refuses a batch of {size} ({type(error).__name__})"
-        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-6):
-            target.unlink()
-            gap = float((got - expected).abs().max())
-            return f"the compiled graph is off by up to {gap:.2g} at a batch of {size}"
+        return f"AOTInductor could not compile it ({first_line(error)})"
+    batches = [np.resize(examples, (size, *examples.shape[1:])) for size in batch_sizes]
+    problem = outputs_problem(program.module(), compiled, batches, "compiled graph")
+    if problem:
+        target.unlink()
+        return problem
     return flags
 
 
 def load_compiled_forward(path: Path, compiled_for: tuple[str, ...]) -> Callable | None:
-    """The compiled forward pass, or None where this CPU lacks an instruction it may use or
-    it does not load (a system library older than the one it was built against): then the
-    service runs the exported graph, and the server's log says why.
-
-    It runs through AOTInductor's package loader itself. `aoti_load_package` wraps that in
-    a model that parses its input and output specs on every call (25 us of a 6-sample
-    forward pass of 145 us, digits CNN) and imports `torch._inductor`, which imports
-    `torch._dynamo`: 1 s of each worker's start. Only graphs of one tensor in and one out
-    are compiled (`lifted_forward`), so the specs say nothing the call needs."""
-    import torch
+    """The compiled forward pass (`package_forward`), or None where this CPU lacks an
+    instruction it may use or it does not load (a system library older than the one it
+    was built against): then the service runs the exported graph, and the server's log
+    says why."""
+    from mlops.errors import first_line
 
     missing = missing_cpu_flags(compiled_for)
     if missing:
@@ -108,17 +114,11 @@ def load_compiled_forward(path: Path, compiled_for: tuple[str, ...]) -> Callable
         )
         return None
     try:
-        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+        return package_forward(path)
     except Exception as error:  # torch raises RuntimeError, OSError, zipfile errors, ...
         LOG.warning(
-            "the Bento's compiled forward pass does not load here (%s: %s): serving the "
-            "exported graph (same answers, slower)",
-            type(error).__name__,
-            str(error).strip().splitlines()[0][:200] if str(error).strip() else "",
+            "the Bento's compiled forward pass does not load here (%s): serving the exported "
+            "graph (same answers, slower)",
+            first_line(error),
         )
         return None
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return loader.boxed_run([x])[0]
-
-    return forward

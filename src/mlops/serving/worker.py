@@ -7,6 +7,9 @@ import gc
 import logging
 from typing import Any
 
+from bentoml.exceptions import BentoMLException
+from pydantic import ValidationError
+
 
 def service_options(workers: int, access_log: bool, tracing: bool) -> dict[str, Any]:
     """Keyword arguments of `bentoml.service` besides the name."""
@@ -43,9 +46,6 @@ class ClientErrorsInOneLine(logging.Filter):
     client was given; anything else keeps its level and traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from bentoml.exceptions import BentoMLException
-        from pydantic import ValidationError
-
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, ValidationError):
             reason = "; ".join(e["msg"] for e in error.errors(include_url=False)[:3])

@@ -4,6 +4,7 @@ where `.venv/bin/mlops` and `.venv/bin/python` are scripts that only record thei
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,20 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def make_env() -> dict[str, str]:
+    """This process's environment without what an outer `make` passes down: under `make
+    test ARGS="-k makefile"`, MAKEFLAGS would hand ARGS to every make run here, and a
+    variable the Makefile defaults with `?=` (MODEL, VERSION, ...) set in the shell would
+    replace its default."""
+    defaulted = re.findall(r"^(\w+) \?=", (ROOT / "Makefile").read_text(), flags=re.M)
+    outer = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", *defaulted}
+    return {name: value for name, value in os.environ.items() if name not in outer}
+
+
+def run_make(project: Path, *arguments: str, **options) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", *arguments], cwd=project, env=make_env(), **options)
+
+
 def set_age(path: Path, seconds_ago: int) -> None:
     stamp = path.stat().st_mtime - seconds_ago
     os.utime(path, (stamp, stamp))
@@ -49,7 +64,7 @@ def make(project: Path, target: str) -> list[str]:
     """The recorded calls of one `make TARGET`."""
     log = project / "calls.log"
     log.unlink(missing_ok=True)
-    subprocess.run(["make", "-s", target], cwd=project, check=True, capture_output=True)
+    run_make(project, target, check=True, capture_output=True)
     return log.read_text().splitlines() if log.exists() else []
 
 
@@ -85,22 +100,21 @@ def test_servers_refuse_a_taken_port_before_starting(
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        command = ["make", "-s", target, f"{variable}={port}"]
-        taken = subprocess.run(command, cwd=project, capture_output=True, text=True)
+        command = [target, f"{variable}={port}"]
+        taken = run_make(project, *command, capture_output=True, text=True)
     assert taken.returncode != 0
     assert f"port {port} on 127.0.0.1 is taken (an earlier make {target}?)" in taken.stdout
     assert f"or make {target} {variable}={port + 1}" in taken.stdout
     assert not (project / "calls.log").exists()
-    subprocess.run(command, cwd=project, check=True)  # free again: the server starts
+    run_make(project, *command, check=True)  # free again: the server starts
     assert (project / "calls.log").read_text().startswith(f"{tool} ")
 
 
 def test_predict_names_the_file_it_needs_and_passes_its_arguments(project: Path) -> None:
-    missing = subprocess.run(["make", "-s", "predict"], cwd=project, capture_output=True, text=True)
+    missing = run_make(project, "predict", capture_output=True, text=True)
     assert missing.returncode != 0
     assert "name the file to score: make predict INPUT=new.csv" in missing.stdout
     assert not (project / "calls.log").exists()
-    command = ["make", "-s", "predict", "INPUT=my file.csv", "OUTPUT=out.csv", "VERSION=3"]
-    subprocess.run(command, cwd=project, check=True)
+    run_make(project, "predict", "INPUT=my file.csv", "OUTPUT=out.csv", "VERSION=3", check=True)
     call = (project / "calls.log").read_text().strip()
     assert call == "mlops predict digits-cnn my file.csv --version 3 --output out.csv"

@@ -52,6 +52,40 @@ FAST = [
 ]
 
 
+# what a user's own work leaves in the project, which no test may add to or change: MLflow
+# artifacts of a store without an artifact root (./mlruns: the project's store is sqlite with
+# mlartifacts/, so any ./mlruns is a test's), and the Bento build folder, whose LAST_BENTO
+# names what `make serve` serves
+PROJECT_STATE = (ROOT / "mlruns", ROOT / ".bentoml-build")
+
+
+def project_state() -> dict[str, str]:
+    return {
+        str(path.relative_to(ROOT)): path.read_text() if path.name == "LAST_BENTO" else ""
+        for folder in PROJECT_STATE
+        if folder.is_dir()
+        for path in folder.rglob("*")
+        if path.is_file() and path.name in ("LAST_BENTO", "MLmodel", "meta.yaml")
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tests_leave_the_project_alone() -> Iterator[None]:
+    before = project_state()
+    yield
+    after = project_state()
+    changed = sorted(name for name in after if before.get(name) != after[name])
+    assert not changed, (
+        f"the tests wrote into the project: {changed[:5]} (a deploy or a run without a "
+        "temporary path; or a make deploy ran in this checkout during the tests)"
+    )
+
+
+# the best epoch by the lowest val/acc: the first, so that the best and the last weights
+# differ and a version registered from the wrong ones shows
+BEST_IS_NOT_LAST = "callbacks.model_checkpoint.mode=min"
+
+
 @pytest.fixture(scope="session")
 def digits_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_digits(tmp_path_factory.mktemp("data"))
@@ -79,6 +113,10 @@ def make_cfg(tmp_path: Path, digits_file: Path, tracking_uri: str) -> Callable[.
                 f"paths.root_dir={ROOT}",
                 f"paths.output_dir={tmp_path / f'output-{next(calls)}'}",
                 f"paths.mlflow_artifacts_dir={tmp_path / 'mlartifacts'}",
+                # deploys build (and name their LAST_BENTO, which `make serve` serves) here,
+                # not in the project's .bentoml-build/
+                f"paths.bento_build_dir={tmp_path / 'bento-build'}",
+                f"paths.bentoml_home={os.environ['BENTOML_HOME']}",
                 f"logger.tracking_uri={tracking_uri}",
                 *FAST,
                 *overrides,

@@ -533,7 +533,7 @@ def test_deploying_an_unknown_model_version_or_alias_builds_nothing(
 
 
 def test_deploying_a_version_the_service_cannot_serve_builds_nothing(
-    make_cfg, tracking_uri: str
+    make_cfg, tracking_uri: str, tmp_path: Path
 ) -> None:
     """A pyfunc-only model, and a PyTorch model without the signature that gives the
     service its input shape: refused with the reason, before anything is imported."""
@@ -546,7 +546,11 @@ def test_deploying_a_version_the_service_cannot_serve_builds_nothing(
             return [[0.0] * 10 for _ in model_input]
 
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run():
+    # an experiment of its own: the default one keeps artifacts in ./mlruns, the project
+    experiment = MlflowClient(tracking_uri).create_experiment(
+        "unservable", artifact_location=str(tmp_path / "artifacts")
+    )
+    with mlflow.start_run(experiment_id=experiment):
         mlflow.pyfunc.log_model(name="model", python_model=Constant(),
                                 registered_model_name="not-pytorch")  # fmt: skip
         mlflow.pytorch.log_model(torch.nn.Linear(64, 10), name="net",

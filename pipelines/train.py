@@ -28,7 +28,7 @@ from mlops.tracking.run import (
     build_mlflow_logger,
     log_config,
     log_environment,
-    log_plots,
+    log_learning_curves,
     log_resume,
     ui_link,
 )
@@ -92,9 +92,9 @@ def train(cfg: DictConfig) -> training.TrainingResult:
         # 4. Artifacts and registry, from global rank zero only.
         version, gate = None, None
         if trainer.is_global_zero:
-            if module.test_confusion_matrix is not None:
-                log_plots(logger, module.test_confusion_matrix, datamodule.classes)
+            log_learning_curves(logger)  # the test's confusion matrix: the module logs it
             if cfg.register:
+                training.load_tested_weights(module, checkpoint)
                 version = log_and_register(
                     cfg.logger.tracking_uri,
                     logger.run_id,

@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 
 from mlops.data.arrays import load_npz, save_npz_reproducibly
 from mlops.data.files import FilesDataModule
-from tests.conftest import FAST, ROOT
+from tests.conftest import BEST_IS_NOT_LAST, FAST, ROOT, compose_config
+from tests.registry_helpers import check_registered_from_best_checkpoint
 from tests.servers import free_port, run_own_group
 
 
@@ -44,9 +45,13 @@ def check_two_processes(job: subprocess.CompletedProcess) -> None:
     assert job.stdout.count("registered digits-mlp version") == 1  # rank zero reports
 
 
-def check_one_job(uri: str, output_dir: Path, data_file: Path, epochs: int = 2) -> None:
-    """One run, one version, one folder with one checkpoint of each kind, and the test
-    accuracy a single process gets from the registered weights."""
+def check_one_job(
+    uri: str, output_dir: Path, data_file: Path, epochs: int = 2, best_is_not_last: bool = False
+) -> None:
+    """One run, one version, one folder with one checkpoint of each kind, the test
+    accuracy a single process gets from the registered weights, and the run's plots; with
+    `best_is_not_last` (a job given BEST_IS_NOT_LAST), registered weights that are the best
+    checkpoint's, not the last."""
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("digits")
     runs = client.search_runs([experiment.experiment_id])
@@ -73,10 +78,17 @@ def check_one_job(uri: str, output_dir: Path, data_file: Path, epochs: int = 2) 
     predicted = np.asarray(model.predict(arrays["x_test"])).argmax(axis=1)
     accuracy = float((predicted == arrays["y_test"]).mean())
     assert run.data.metrics["test/acc"] == pytest.approx(accuracy, abs=1e-6)
+    plots = {item.path for item in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/confusion_matrix.png", "plots/learning_curves.png"}
+    if best_is_not_last:
+        cfg = compose_config(["model=mlp", f"data.path={data_file}"])
+        checkpoints = output_dir / "checkpoints"
+        check_registered_from_best_checkpoint(cfg, uri, "digits-mlp", checkpoints, arrays["x_test"])
 
 
 # Lightning re-runs the script for rank 1; torchrun starts both ranks at once (and so both
-# open the new sqlite store at the same moment), as in docs/distributed.md.
+# open the new sqlite store at the same moment), as in docs/distributed.md; ddp_spawn runs
+# both ranks in processes it starts, and the job's own process only waits for them.
 LAUNCHERS = {
     "lightning": [],
     "torchrun": [
@@ -84,6 +96,7 @@ LAUNCHERS = {
         "--standalone",
         "--nproc_per_node=2",
     ],
+    "spawn": [],
 }
 
 
@@ -94,7 +107,8 @@ def test_ddp_cpu_job_is_one_run_and_one_version(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log_dir = tmp_path / "logs"
     overrides = [
-        "trainer=ddp_cpu",
+        "trainer=ddp_spawn_cpu" if launcher == "spawn" else "trainer=ddp_cpu",
+        BEST_IS_NOT_LAST,
         f"data.path={odd_test_split}",
         f"logger.tracking_uri={uri}",
         f"paths.mlflow_artifacts_dir={tmp_path / 'mlartifacts'}",
@@ -108,10 +122,12 @@ def test_ddp_cpu_job_is_one_run_and_one_version(
     check_two_processes(job)
 
     (output_dir,) = (log_dir / "train" / "runs").iterdir()
-    check_one_job(uri, output_dir, odd_test_split)
+    check_one_job(uri, output_dir, odd_test_split, best_is_not_last=True)
     job_log = (output_dir / "train.log").read_text()  # the console's lines, with times
     assert "][mlops][INFO] - registered digits-mlp version 1" in job_log
-    assert "][lightning.fabric.utilities.distributed][INFO] - Initializing distributed" in job_log
+    started = "][lightning.fabric.utilities.distributed][INFO] - Initializing distributed"
+    if launcher != "spawn":  # spawned workers log to the console only
+        assert started in job_log
 
 
 def test_torchrun_on_two_nodes_is_one_run_and_one_version(

@@ -23,7 +23,8 @@ from mlops.tracking.lineage import dvc_data_hash, file_md5
 from mlops.tracking.run import build_mlflow_logger
 from mlops.tracking.sweep import SweepJob
 from pipelines.train import train
-from tests.conftest import ROOT, compose_config
+from tests.conftest import BEST_IS_NOT_LAST, ROOT, compose_config
+from tests.registry_helpers import check_registered_from_best_checkpoint
 
 
 def artifact_paths(client: mlflow.MlflowClient, run_id: str, path: str = "") -> set[str]:
@@ -300,6 +301,21 @@ def test_the_result_line_shows_test_scores_or_says_the_run_was_not_tested() -> N
     assert training.summary_scores(untested) == (
         "not tested (test=false); val/acc=0.9100, val/acc_best=0.9300"
     )
+
+
+def test_an_untested_training_registers_its_best_checkpoint_and_plots_its_curves(
+    make_cfg, tracking_uri: str, digits_file: Path
+) -> None:
+    """With test=false nothing reloads the best checkpoint after fit, which ends on the
+    last epoch's weights: they were registered instead, with no plots at all."""
+    cfg = make_cfg("model=mlp", "test=false", "registry.model_name=untested", BEST_IS_NOT_LAST)
+    result = train(cfg)
+    x_test = np.load(digits_file)["x_test"]
+    checkpoints = Path(result.checkpoint_path).parent
+    check_registered_from_best_checkpoint(cfg, tracking_uri, "untested", checkpoints, x_test)
+    artifacts = artifact_paths(mlflow.MlflowClient(tracking_uri), result.run_id)
+    assert "plots/learning_curves.png" in artifacts
+    assert "plots/confusion_matrix.png" not in artifacts  # of the test split, never run
 
 
 def test_runs_of_the_same_seed_get_different_names_and_the_same_draws(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -206,6 +207,16 @@ def best_checkpoint(trainer: L.Trainer) -> str:
     """The best checkpoint if one was kept, else the final weights ("" -> Lightning uses them)."""
     callback = trainer.checkpoint_callback
     return getattr(callback, "best_model_path", "") or ""
+
+
+def load_tested_weights(module: L.LightningModule, checkpoint: str) -> None:
+    """The weights of `checkpoint` (the best, which is the one tested) into `module`, to
+    register those. A process that ran the test holds them already; but the first process
+    of a ddp_spawn job holds the last epoch's (Lightning hands it the weights at the end of
+    fit only), and so does any job with `test=false`."""
+    if checkpoint:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        module.load_state_dict(saved["state_dict"])
 
 
 def resume_hint(trainer: L.Trainer, overrides: list[str]) -> str | None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MaxMetric
@@ -38,7 +39,7 @@ warnings.filterwarnings(
 
 class Classifier(L.LightningModule):
     """Cross-entropy classifier with loss, accuracy and F1 per stage (`train/acc`, `val/f1`,
-    ...), `val/acc_best`, and a test confusion matrix kept for plotting.
+    ...), `val/acc_best`, and the test confusion matrix as a plot of the MLflow run.
 
     Steps only update one `ClassificationScores` state per stage; each stage logs once, at
     its epoch end. A `self.log` call costs Lightning about a millisecond (it walks its whole
@@ -62,7 +63,6 @@ class Classifier(L.LightningModule):
         for stage in STAGES:  # train_scores, val_scores, test_scores
             setattr(self, f"{stage}_scores", ClassificationScores(num_classes))
         self.val_acc_best = MaxMetric()
-        self.test_confusion_matrix: torch.Tensor | None = None
 
     def __setattr__(self, name: str, value) -> None:
         if name == HOOK_NAME_ATTRIBUTE:
@@ -110,7 +110,14 @@ class Classifier(L.LightningModule):
         self._step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.test_confusion_matrix = self._log_epoch("test")["confusion"].cpu()
+        confusion = self._log_epoch("test")["confusion"]  # reduced over ranks: all of it
+        # plotted by the process that tested: under ddp_spawn that is a worker, and Lightning
+        # hands the job's first process the metrics and the fitted weights, nothing else
+        if self.trainer.is_global_zero and isinstance(self.logger, MLFlowLogger):
+            from mlops.tracking.run import log_confusion_matrix
+
+            classes = getattr(self.trainer.datamodule, "classes", ())
+            log_confusion_matrix(self.logger, confusion.cpu(), classes)
 
     def configure_optimizers(self):
         return optimizers_config(self, self.optimizer_factory, self.scheduler_factory)

@@ -155,14 +155,19 @@ def metric_history(
     }
 
 
-def log_plots(logger: MLFlowLogger, confusion_matrix, classes: Sequence[object] = ()) -> None:
-    """Confusion matrix of the test split and learning curves, as PNG artifacts under plots/."""
-    figures = {
-        "plots/confusion_matrix.png": confusion_matrix_figure(
-            confusion_matrix.numpy(), classes=classes
-        ),
-        "plots/learning_curves.png": learning_curves_figure(metric_history(logger)),
-    }
-    for artifact_file, figure in figures.items():
-        logger.experiment.log_figure(logger.run_id, figure, artifact_file)
-        plt.close(figure)
+def log_confusion_matrix(
+    logger: MLFlowLogger, confusion_matrix, classes: Sequence[object] = ()
+) -> None:
+    """The test split's confusion matrix (rows: true labels), as plots/confusion_matrix.png."""
+    figure = confusion_matrix_figure(confusion_matrix.numpy(), classes=classes)
+    _log_figure(logger, figure, "plots/confusion_matrix.png")
+
+
+def log_learning_curves(logger: MLFlowLogger) -> None:
+    """Loss and accuracy per epoch, train against val, as plots/learning_curves.png."""
+    _log_figure(logger, learning_curves_figure(metric_history(logger)), "plots/learning_curves.png")
+
+
+def _log_figure(logger: MLFlowLogger, figure, artifact_file: str) -> None:
+    logger.experiment.log_figure(logger.run_id, figure, artifact_file)
+    plt.close(figure)

@@ -189,6 +189,29 @@ def test_concurrent_burst_has_no_errors(servers, digits_file: Path) -> None:
     assert statuses.count(200) == 256, sorted(set(statuses))
 
 
+def test_requests_of_more_samples_than_a_batch_get_their_own_answers_in_order(
+    servers, digits_file: Path
+) -> None:
+    """The adaptive batcher merges requests and splits one of more than max_batch_size (64)
+    samples over several forward passes; each answer must still be its request's samples,
+    in order, whatever it was merged with."""
+    served = servers("cnn")
+    x = np.load(digits_file)["x_test"]
+    expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
+    requests = [(start, size) for size in (1, 200, 3, 64, 130, 7, 256, 65) for start in (0, 9)]
+
+    def answer(request: tuple[int, int]) -> np.ndarray:
+        start, size = request
+        status, predictions = post(served["url"], {"inputs": x[start : start + size].tolist()})
+        assert status == 200, predictions
+        return np.array([p["probabilities"] for p in predictions])
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(answer, requests))
+    for (start, size), probabilities in zip(requests, answers, strict=True):
+        np.testing.assert_allclose(probabilities, expected[start : start + size], atol=1e-5)
+
+
 def test_keep_alive_connections_are_recycled_without_errors(servers) -> None:
     """Every 100th response of a worker says `Connection: close` (deploy.reconnect_every),
     so a client's reconnects can spread over the workers; its next request just reconnects.

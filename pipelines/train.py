@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from mlops import training
+from mlops.distributed.sigterm import spawned_workers_stop_together
 from mlops.errors import MlopsError
 from mlops.messages import LOG, keep_in_job_log, tell
 from mlops.models.family import model_family
@@ -82,12 +83,13 @@ def train(cfg: DictConfig) -> training.TrainingResult:
 
     # 3. Fit (from the checkpoint when resuming), then test the best checkpoint.
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume and str(resume.checkpoint))
-        metrics = training.metrics_as_floats(trainer)
-        checkpoint = training.best_checkpoint(trainer)
-        if cfg.test:
-            trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint or None)
-            metrics |= training.metrics_as_floats(trainer)
+        with spawned_workers_stop_together(trainer):  # ddp_spawn: this process waits on them
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume and str(resume.checkpoint))
+            metrics = training.metrics_as_floats(trainer)
+            checkpoint = training.best_checkpoint(trainer)
+            if cfg.test:
+                trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint or None)
+                metrics |= training.metrics_as_floats(trainer)
 
         # 4. Artifacts and registry, from global rank zero only.
         version, gate = None, None

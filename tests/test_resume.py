@@ -315,6 +315,29 @@ def test_a_stopped_ddp_training_resumes_to_the_numbers_of_an_uninterrupted_one(
     assert len(values(client, reference, "val/acc")) == 4
 
 
+def test_a_stopped_ddp_spawn_job_waits_for_its_workers_and_says_how_to_resume(
+    tmp_path: Path,
+) -> None:
+    """ddp_spawn: the job's own process only waits for the workers it started, and Lightning
+    gives it no SIGTERM handler. A SIGTERM to the job killed it at once: the workers
+    trained on as orphans, and the run stayed RUNNING (or ended FINISHED with no version),
+    with no resume command. Now the job stops with them, at the end of the epoch."""
+    stopped = run_train(
+        tmp_path, "trainer=ddp_spawn_cpu", *STOP_AT_EPOCH_2, "+callbacks.stop.every_process=true"
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    output = stopped.stdout + stopped.stderr
+    assert "stopping every process at the end of this epoch" in output
+    last = next((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
+    assert "training stopped in epoch 2; to resume it in the same MLflow run" in output
+    assert f"ckpt_path={last}" in output
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert run.info.status == "FAILED"
+    assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 3  # epochs 0-2
+    assert not client.search_registered_models()
+
+
 def test_a_sigterm_in_the_test_stage_stops_every_process_before_registration(
     tmp_path: Path,
 ) -> None:

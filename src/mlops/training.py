@@ -227,13 +227,16 @@ def resume_hint(trainer: L.Trainer, overrides: list[str]) -> str | None:
         return None
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra."))]
     command = " ".join([*kept, f"ckpt_path={last}"])
+    # a ddp_spawn job's own process did not train: its epoch count is the checkpoint's
+    saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    epoch = max(trainer.current_epoch, saved.get("epoch", 0))
     if trainer.state.fn == TrainerFn.FITTING and trainer.state.status != TrainerStatus.FINISHED:
         return (
-            f"training stopped in epoch {trainer.current_epoch}; to resume it in the same "
+            f"training stopped in epoch {epoch}; to resume it in the same "
             f"MLflow run, run it again with these overrides: {command}"
         )
     return (
-        f"the job failed after its {trainer.current_epoch} epochs of training; to finish it "
+        f"the job failed after its {epoch} epochs of training; to finish it "
         f"(test, register) in the same MLflow run without training again, run it again with "
         f"these overrides: {command}"
     )

@@ -24,13 +24,18 @@ default CNN on 2 gloo processes (docs/benchmarks.md, DDP scaling).
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.multiprocessing.spawn import ProcessRaisedException
 
 STOP_POINTS = {"fit": "at the end of this epoch", "test": "after the test, before registration"}
 
@@ -78,3 +83,38 @@ class StopTogetherOnSigterm(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size > 1 and self.any_rank_signalled(trainer):
             raise SIGTERMException
+
+
+@contextmanager
+def spawned_workers_stop_together(trainer: L.Trainer) -> Iterator[None]:
+    """Around `fit` and `test` in a ddp_spawn job's own process, which only waits for the
+    workers it starts. Lightning gives that process no SIGTERM handler: a SIGTERM killed it
+    at once, the workers went on as orphans, and the run was left RUNNING or, once they
+    finished, FINISHED with no model version (seen here). Here the signal is passed on to
+    the workers, which stop together at the end of the epoch (`StopTogetherOnSigterm`);
+    this process leaves Lightning's wait for their results (stopped workers send none: it
+    would wait forever), waits for them to exit, and stops as they did. Other launchers
+    run the training in this process: nothing to do."""
+    launcher = trainer.strategy.launcher
+    if not isinstance(launcher, _MultiProcessingLauncher):
+        yield
+        return
+
+    def pass_on(signum: int, frame: FrameType | None) -> None:
+        launcher.kill(signum)  # a signal to the whole group reaches them twice: harmless
+        raise SIGTERMException
+
+    previous = signal.signal(signal.SIGTERM, pass_on)
+    try:
+        yield
+    except SIGTERMException:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one changes nothing now
+        for process in launcher.procs:
+            process.join()
+        raise
+    except ProcessRaisedException as error:  # a worker's own SIGTERMException
+        if SIGTERMException.__name__ in str(error):
+            raise SIGTERMException from error
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)

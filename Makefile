@@ -17,7 +17,9 @@ SERVE_PORT ?= 3000
 BENTOML_STORE ?= $(CURDIR)/.bentoml
 BENTO_BUILD_DIR ?= .bentoml-build
 BENCH ?= all
-# pytest-xdist processes for make test (auto: one per core; 0 runs in this process, for pdb)
+# pytest-xdist processes for make test (auto: one per core; 0 runs in this process, for pdb);
+# worksteal: an idle process takes queued tests from the other (a few DDP and server tests
+# take 20-45 s each, and a fixed split can leave them all on one)
 TEST_WORKERS ?= auto
 # what `make data` writes; targets that read it prepare it only when it is missing or
 # older than data.dvc or the install (the check costs 2 s, most of a short `make evaluate`)
@@ -87,7 +89,7 @@ containerize: install ## docker image of the last Bento (needs a Docker engine)
 	BENTOML_HOME=$(BENTOML_STORE) $(BIN)/bentoml containerize $$(cat $(BENTO_BUILD_DIR)/LAST_BENTO)
 
 test: $(DATA_FILE) ## run the test suite, one pytest process per core (TEST_WORKERS=0: one process, for pdb)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(if $(CI),-q -p no:cacheprovider,) $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(if $(CI),-q -p no:cacheprovider,) $(ARGS)
 
 lint: install ## ruff
 	$(BIN)/ruff check src pipelines tests bench

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from mlops import training
 from mlops.models.inference import inference_model
+from mlops.tracking.resume import load_own_checkpoint
 
 # A budget too small to learn digits well, and one that reliably does better.
 WEAK = ["model=mlp", "trainer.max_epochs=1", "trainer.limit_train_batches=1"]
@@ -30,8 +31,7 @@ def checkpoint_probabilities(cfg: DictConfig, checkpoint: Path, x: np.ndarray) -
     datamodule = training.load_data(cfg)
     net = training.build_network(cfg, datamodule)
     module = training.build_classifier(cfg, net, datamodule.num_classes)
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    module.load_state_dict(saved["state_dict"])
+    module.load_state_dict(load_own_checkpoint(checkpoint)["state_dict"])
     with torch.no_grad():
         return inference_model(module.net)(torch.from_numpy(x)).numpy()
 

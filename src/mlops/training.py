@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -36,6 +35,7 @@ from mlops.registry.register import (
 from mlops.tracking.resume import (
     LatestCheckpoint,
     ResumePoint,
+    load_own_checkpoint,
     read_resume_point,
 )
 from mlops.tracking.sweep import current_sweep_job
@@ -215,8 +215,7 @@ def load_tested_weights(module: L.LightningModule, checkpoint: str) -> None:
     of a ddp_spawn job holds the last epoch's (Lightning hands it the weights at the end of
     fit only), and so does any job with `test=false`."""
     if checkpoint:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-        module.load_state_dict(saved["state_dict"])
+        module.load_state_dict(load_own_checkpoint(checkpoint)["state_dict"])
 
 
 def resume_hint(trainer: L.Trainer, overrides: list[str]) -> str | None:
@@ -228,8 +227,7 @@ def resume_hint(trainer: L.Trainer, overrides: list[str]) -> str | None:
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra."))]
     command = " ".join([*kept, f"ckpt_path={last}"])
     # a ddp_spawn job's own process did not train: its epoch count is the checkpoint's
-    saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
-    epoch = max(trainer.current_epoch, saved.get("epoch", 0))
+    epoch = max(trainer.current_epoch, load_own_checkpoint(last).get("epoch", 0))
     if trainer.state.fn == TrainerFn.FITTING and trainer.state.status != TrainerStatus.FINISHED:
         return (
             f"training stopped in epoch {epoch}; to resume it in the same "

@@ -35,7 +35,6 @@ import torch.distributed as dist
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torch.multiprocessing.spawn import ProcessRaisedException
 
 STOP_POINTS = {"fit": "at the end of this epoch", "test": "after the test, before registration"}
 
@@ -111,10 +110,6 @@ def spawned_workers_stop_together(trainer: L.Trainer) -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one changes nothing now
         for process in launcher.procs:
             process.join()
-        raise
-    except ProcessRaisedException as error:  # a worker's own SIGTERMException
-        if SIGTERMException.__name__ in str(error):
-            raise SIGTERMException from error
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)

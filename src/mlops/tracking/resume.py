@@ -138,13 +138,19 @@ class ResumedRun:
     resume_tags: dict[str, str]
 
 
+def load_own_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint a training of this project wrote, on the CPU and read lazily (mmap):
+    not weights only, since it also holds the random generators' states and the run id."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
 def read_resume_point(ckpt_path: str) -> ResumePoint:
     path = Path(ckpt_path).expanduser().resolve()
     hint = "pass the last.ckpt of the interrupted run: logs/train/runs/<time>/checkpoints/last.ckpt"
     if not path.is_file():
         raise ResumeError(f"ckpt_path={ckpt_path} is not a file; {hint}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        checkpoint = load_own_checkpoint(path)
     except Exception as error:  # torch raises several types for a file that is no checkpoint
         raise ResumeError(
             f"ckpt_path={ckpt_path} is not a readable checkpoint ({error}); {hint}"

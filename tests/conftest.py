@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # BentoML reads its store location once, at import: point it at a throwaway store before
-# anything imports bentoml, so tests never touch the project's .bentoml/.
+# anything imports bentoml, so tests never touch the project's .bentoml/. Removed when the
+# test process exits (each xdist worker has its own); the servers started in it are gone
+# by then.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="mlops-test-bentoml-")
 
 import itertools
@@ -21,6 +25,8 @@ from omegaconf import DictConfig
 from mlops.config import compose_config as compose_train_config
 from mlops.data.builtin import write_digits
 from tests.servers import free_port, running_server
+
+atexit.register(shutil.rmtree, os.environ["BENTOML_HOME"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "conf"

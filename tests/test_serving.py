@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -30,6 +31,7 @@ from mlops.serving.compiled import (
     cpu_flags,
     load_compiled_forward,
     missing_cpu_flags,
+    package_forward,
 )
 from mlops.serving.deploy import bento_name, deploy
 from mlops.serving.worker import ClientErrorsInOneLine, log_client_errors_in_one_line
@@ -446,6 +448,20 @@ def test_the_deployed_cnn_serves_its_graph_compiled_for_this_cpu(servers) -> Non
     assert set(deployed.deployment.compiled_for) <= set(cpu_flags())
     assert "avx2" in deployed.deployment.compiled_for  # what the kernel lists, not empty
     assert json.loads(get(servers("cnn")["url"], "/metadata")[1])["compiled_forward"] is True
+
+
+def test_loading_the_compiled_forward_pass_leaves_nothing_in_the_temp_folder(servers) -> None:
+    """A worker is stopped, not destroyed: whatever AOTInductor unpacked to load the code
+    would stay in /tmp for good, so nothing unpacked may outlive the load."""
+    import torch
+
+    bento = Path(bentoml.bentos.get(servers("cnn")["deployed"].bento_tag).path) / "src"
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.glob("aotinductor_*"))
+    forward = package_forward(bento / COMPILED_FILE)
+    assert set(temp.glob("aotinductor_*")) - before == set()
+    sample = torch.zeros(3, 1, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert forward(sample).shape == (3, 10)  # still runs with its unpacked files gone
 
 
 def test_compiled_code_that_cannot_run_here_is_left_for_the_graph(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ as against the local store, and the REST API the web UI uses sees the run and th
 from __future__ import annotations
 
 import json
+import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -43,8 +44,18 @@ def test_training_against_a_tracking_server(make_cfg, server_url: str, tmp_path:
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert artifacts == {"plots/confusion_matrix.png", "plots/learning_curves.png"}
     assert not (tmp_path / "mlartifacts").exists()  # nothing written to the local folder
-    model = mlflow.pyfunc.load_model(f"models:/digits-mlp/{result.model_version}")
+    model = mlflow.pyfunc.load_model(
+        f"models:/digits-mlp/{result.model_version}", dst_path=str(tmp_path)
+    )
     assert model.metadata.run_id == result.run_id
+    # MLflow downloads a remote store's model into a temporary folder it never removes;
+    # training loaded it twice (the logged graph's check, the gate), and left no copy
+    copies = [
+        folder
+        for folder in Path(tempfile.gettempdir()).glob("*/MLmodel")
+        if f"run_id: {result.run_id}" in folder.read_text()
+    ]
+    assert copies == []
 
 
 def test_gate_and_history_through_a_tracking_server(make_cfg, server_url: str) -> None:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlops.data.files import FilesDataModule
 from mlops.errors import DataError
 from mlops.registry.gate import RECALL_PREFIX
+from mlops.registry.loading import load_logged_model
 from mlops.registry.model_metadata import labels_for_model, logged_classes
 from mlops.tracking.lineage import dvc_data_hash, file_md5, pin_status
 from mlops.tracking.plots import confusion_matrix_figure
@@ -160,7 +161,8 @@ class Evaluator:
     def load(self, version: ModelVersion) -> mlflow.pyfunc.PyFuncModel:
         """From the registry, never an in-memory model; checked against the data's shape."""
         label = f"{version.name} version {version.version}"
-        model = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
+        uri = f"models:/{version.name}/{version.version}"
+        model = load_logged_model(mlflow.pyfunc.load_model, uri)
         check_input_shape(model, label, self.datamodule.input_shape, self.datamodule.path)
         return model
 

@@ -18,6 +18,7 @@ from mlops.messages import tell
 from mlops.models.family import model_family
 from mlops.models.inference import inference_model, outputs_problem
 from mlops.quiet import silence_unactionable_messages
+from mlops.registry.loading import load_logged_model
 from mlops.registry.model_metadata import model_metadata
 
 
@@ -86,7 +87,7 @@ def reproduction_problem(model_uri: str, model: nn.Module, example: np.ndarray) 
     example's (torch.export keeps only what it saw: a branch on the batch size, say), or
     None when it does."""
     batches = (example[:1], np.concatenate([example, example[:1]]))
-    loaded = mlflow.pytorch.load_model(model_uri)
+    loaded = load_logged_model(mlflow.pytorch.load_model, model_uri)
     return outputs_problem(model, loaded, batches, "exported graph")
 
 

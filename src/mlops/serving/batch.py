@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from mlops.data.validation import Label
 from mlops.errors import DataError
+from mlops.registry.loading import load_logged_model
 from mlops.registry.model_metadata import logged_classes, logged_features
 
 PREDICTED = "predicted_label"
@@ -158,7 +159,7 @@ def predict_file(
     import mlflow
 
     mlflow.set_tracking_uri(client.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    model = load_logged_model(mlflow.pyfunc.load_model, f"models:/{model_name}/{version}")
     metadata = model.metadata.metadata
     schema = model.metadata.get_input_schema()
     if schema is None or not schema.is_tensor_spec():

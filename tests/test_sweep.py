@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,9 @@ def sweep_and_jobs(client: MlflowClient) -> tuple[list, list]:
 
 
 def jobs_table(client: MlflowClient, run_id: str) -> dict:
-    path = client.download_artifacts(run_id, "sweep/jobs.json")
-    return json.loads(Path(path).read_text())
+    with tempfile.TemporaryDirectory() as folder:  # else MLflow leaves its copy in /tmp
+        path = client.download_artifacts(run_id, "sweep/jobs.json", folder)
+        return json.loads(Path(path).read_text())
 
 
 def test_a_sweep_is_one_parent_run_with_its_jobs_nested_and_tabled(tmp_path: Path) -> None:

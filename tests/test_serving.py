@@ -242,70 +242,6 @@ def test_deploy_refuses_a_negative_reconnect_count(make_cfg) -> None:
         deploy(make_cfg("deploy.reconnect_every=-1"), "any-model", "@champion")
 
 
-@pytest.mark.parametrize("family", ["cnn", "mlp", "rnn"])  # cnn is already up
-def test_served_version_predicts_like_mlflow_and_reports_itself(
-    servers, family: str, digits_file: Path
-) -> None:
-    served = servers(family)
-    check_predictions_equal_mlflow_pyfunc(served, digits_file)
-    check_metadata_health_and_metrics(served)
-
-
-def test_a_model_trained_on_named_labels_answers_with_the_names(servers, digits_file: Path) -> None:
-    """Labels other than 0..C-1 are numbered in sorted order for training; the registered
-    model carries them, and the service answers with the data's own labels."""
-    served = servers("named")
-    x = np.load(digits_file)["x_test"][:24].reshape(24, 64)
-    status, predictions = post(served["url"], {"inputs": x.tolist()})
-    assert status == 200, predictions
-    expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
-    classes = sorted(DIGIT_NAMES)
-    assert [p["label"] for p in predictions] == [classes[i] for i in expected.argmax(axis=1)]
-    assert json.loads(get(served["url"], "/metadata")[1])["classes"] == classes
-    schema = json.loads(get(served["url"], "/docs.json")[1])["components"]["schemas"]
-    assert schema["Prediction"]["properties"]["label"]["type"] == "string"
-    # a shuffled mapping would be right 1 time in 10; 2 epochs get most right
-    named = np.load(digits_file)["y_test"][:24]
-    right = [p["label"] == DIGIT_NAMES[y] for p, y in zip(predictions, named, strict=True)]
-    assert np.mean(right) > 0.5, right
-    # /metrics counts the answered labels, every class from the start (this server's only
-    # predictions are the 24 above)
-    counted = {
-        line.split('"')[1]: float(line.split()[-1])
-        for line in get(served["url"], "/metrics")[1].splitlines()
-        if line.startswith("mlops_predictions_total{")
-    }
-    answered = [p["label"] for p in predictions]
-    assert counted == {label: float(answered.count(label)) for label in classes}
-
-
-def test_a_csv_trained_model_takes_samples_as_objects_of_named_features(
-    servers, digits_file: Path
-) -> None:
-    """`{"inputs": [{"p00": 0.0, ...}]}`: the features by name, in any order, other keys
-    not read; the same answers as the samples sent as rows."""
-    served = servers("named")
-    x = np.load(digits_file)["x_test"][:5].reshape(5, 64)
-    records = [{"id": n, **dict(zip(PIXELS[::-1], row[::-1].tolist(), strict=True))}
-               for n, row in enumerate(x)]  # fmt: skip
-    status, by_name = post(served["url"], {"inputs": records})
-    assert status == 200, by_name
-    assert by_name == post(served["url"], {"inputs": x.tolist()})[1]
-    assert json.loads(get(served["url"], "/metadata")[1])["features"] == PIXELS
-    # the OpenAPI page offers both forms, its example by name (two test samples)
-    inputs = openapi_inputs(served)
-    rows, named = inputs["oneOf"]
-    assert named["items"]["required"] == PIXELS and rows["items"]["minItems"] == 64
-    example = inputs["example"]
-    assert len(example) == 2 and set(example[0]) == set(PIXELS)
-    status, answers = post(served["url"], {"inputs": example})
-    assert status == 200 and len(answers) == 2, answers
-
-    del records[3]["p17"]
-    status, message = post(served["url"], {"inputs": records})
-    assert status == 400 and "sample 3 has no feature 'p17'" in str(message), message
-
-
 def test_bentomls_own_client_reads_the_answers(servers, digits_file: Path) -> None:
     """The service's declared output type is what BentoML's client decodes answers with."""
     served = servers("cnn")
@@ -462,6 +398,70 @@ def test_loading_the_compiled_forward_pass_leaves_nothing_in_the_temp_folder(ser
     assert set(temp.glob("aotinductor_*")) - before == set()
     sample = torch.zeros(3, 1, 8, 8).contiguous(memory_format=torch.channels_last)
     assert forward(sample).shape == (3, 10)  # still runs with its unpacked files gone
+
+
+@pytest.mark.parametrize("family", ["cnn", "mlp", "rnn"])  # cnn is up: its tests come first
+def test_served_version_predicts_like_mlflow_and_reports_itself(
+    servers, family: str, digits_file: Path
+) -> None:
+    served = servers(family)
+    check_predictions_equal_mlflow_pyfunc(served, digits_file)
+    check_metadata_health_and_metrics(served)
+
+
+def test_a_model_trained_on_named_labels_answers_with_the_names(servers, digits_file: Path) -> None:
+    """Labels other than 0..C-1 are numbered in sorted order for training; the registered
+    model carries them, and the service answers with the data's own labels."""
+    served = servers("named")
+    x = np.load(digits_file)["x_test"][:24].reshape(24, 64)
+    status, predictions = post(served["url"], {"inputs": x.tolist()})
+    assert status == 200, predictions
+    expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
+    classes = sorted(DIGIT_NAMES)
+    assert [p["label"] for p in predictions] == [classes[i] for i in expected.argmax(axis=1)]
+    assert json.loads(get(served["url"], "/metadata")[1])["classes"] == classes
+    schema = json.loads(get(served["url"], "/docs.json")[1])["components"]["schemas"]
+    assert schema["Prediction"]["properties"]["label"]["type"] == "string"
+    # a shuffled mapping would be right 1 time in 10; 2 epochs get most right
+    named = np.load(digits_file)["y_test"][:24]
+    right = [p["label"] == DIGIT_NAMES[y] for p, y in zip(predictions, named, strict=True)]
+    assert np.mean(right) > 0.5, right
+    # /metrics counts the answered labels, every class from the start (this server's only
+    # predictions are the 24 above)
+    counted = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in get(served["url"], "/metrics")[1].splitlines()
+        if line.startswith("mlops_predictions_total{")
+    }
+    answered = [p["label"] for p in predictions]
+    assert counted == {label: float(answered.count(label)) for label in classes}
+
+
+def test_a_csv_trained_model_takes_samples_as_objects_of_named_features(
+    servers, digits_file: Path
+) -> None:
+    """`{"inputs": [{"p00": 0.0, ...}]}`: the features by name, in any order, other keys
+    not read; the same answers as the samples sent as rows."""
+    served = servers("named")
+    x = np.load(digits_file)["x_test"][:5].reshape(5, 64)
+    records = [{"id": n, **dict(zip(PIXELS[::-1], row[::-1].tolist(), strict=True))}
+               for n, row in enumerate(x)]  # fmt: skip
+    status, by_name = post(served["url"], {"inputs": records})
+    assert status == 200, by_name
+    assert by_name == post(served["url"], {"inputs": x.tolist()})[1]
+    assert json.loads(get(served["url"], "/metadata")[1])["features"] == PIXELS
+    # the OpenAPI page offers both forms, its example by name (two test samples)
+    inputs = openapi_inputs(served)
+    rows, named = inputs["oneOf"]
+    assert named["items"]["required"] == PIXELS and rows["items"]["minItems"] == 64
+    example = inputs["example"]
+    assert len(example) == 2 and set(example[0]) == set(PIXELS)
+    status, answers = post(served["url"], {"inputs": example})
+    assert status == 200 and len(answers) == 2, answers
+
+    del records[3]["p17"]
+    status, message = post(served["url"], {"inputs": records})
+    assert status == 400 and "sample 3 has no feature 'p17'" in str(message), message
 
 
 def test_compiled_code_that_cannot_run_here_is_left_for_the_graph(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """The registered graph compiled ahead of time for the service (PyTorch's AOTInductor).
 
-The exported graph runs one Python call per operation, and oneDNN re-packs each
-convolution's weights on every call; compiled, the whole forward pass is one call into
-native code with the weights packed once. Digits CNN, one thread, in-process: 100 -> 57 us
-for one sample, 250 -> 183 us for 6, 820 -> 540 us for 64; the served Bento answered 23%
-more 64-sample and 14% more single-sample requests a second (docs/benchmarks.md).
+The exported graph runs one Python call per operation; compiled, the whole forward pass is
+one call into native code, which still hands each convolution to ATen (oneDNN for more than
+one sample, a fixed ~30 us a convolution here: a batch of 2 takes 3x one sample's 41 us).
+Digits CNN, one thread, in-process: 100 -> 57 us for one sample, 250 -> 183 us for 6,
+820 -> 540 us for 64; the served Bento answered 23% more 64-sample and 14% more
+single-sample requests a second (docs/benchmarks.md).
 
 Compiled code is native code for the CPU it was built on (`-march=native`): the Bento
 records that CPU's instruction-set flags, and a worker on a CPU that lacks any of them

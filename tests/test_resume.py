@@ -321,10 +321,12 @@ def test_a_stopped_ddp_spawn_job_waits_for_its_workers_and_says_how_to_resume(
     """ddp_spawn: the job's own process only waits for the workers it started, and Lightning
     gives it no SIGTERM handler. A SIGTERM to the job killed it at once: the workers
     trained on as orphans, and the run stayed RUNNING (or ended FINISHED with no version),
-    with no resume command. Now the job stops with them, at the end of the epoch."""
-    stopped = run_train(
-        tmp_path, "trainer=ddp_spawn_cpu", *STOP_AT_EPOCH_2, "+callbacks.stop.every_process=true"
-    )
+    with no resume command. A SIGTERM to one worker alone (here rank 0's) stopped the
+    workers, which send no results, and the job's process waited for them forever. Now
+    the worker passes the signal to the job's process, which passes it to every worker
+    (as it does a signal to it or to the whole group), waits for them to stop together at
+    the end of the epoch, and stops."""
+    stopped = run_train(tmp_path, "trainer=ddp_spawn_cpu", *STOP_AT_EPOCH_2)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     output = stopped.stdout + stopped.stderr
     assert "stopping every process at the end of this epoch" in output

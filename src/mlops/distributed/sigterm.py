@@ -24,6 +24,8 @@ default CNN on 2 gloo processes (docs/benchmarks.md, DDP scaling).
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +68,8 @@ class StopTogetherOnSigterm(L.Callback):
             launcher = self.trainer.strategy.launcher
             if launcher is not None:  # the processes Lightning started, when it did
                 launcher.kill(signum)
+            if isinstance(launcher, _MultiProcessingLauncher):
+                tell_the_spawning_process(signum)
         self.signalled = True
 
     def any_rank_signalled(self, trainer: L.Trainer) -> bool:
@@ -84,6 +88,17 @@ class StopTogetherOnSigterm(L.Callback):
             raise SIGTERMException
 
 
+def tell_the_spawning_process(signum: int) -> None:
+    """In a ddp_spawn worker signalled on its own (`kill <worker pid>`, an OOM guard): the
+    job's process would wait forever for the results the stopped workers do not send, so
+    it gets the signal too, and stops as when it is signalled itself
+    (`spawned_workers_stop_together`). Not when that process is gone: no stranger is
+    signalled."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.is_alive() and parent.pid is not None:
+        os.kill(parent.pid, signum)
+
+
 @contextmanager
 def spawned_workers_stop_together(trainer: L.Trainer) -> Iterator[None]:
     """Around `fit` and `test` in a ddp_spawn job's own process, which only waits for the
@@ -99,7 +114,15 @@ def spawned_workers_stop_together(trainer: L.Trainer) -> Iterator[None]:
         yield
         return
 
+    stopping = False
+
     def pass_on(signum: int, frame: FrameType | None) -> None:
+        # once: a worker signalled on its own signals this process too, and one passed on
+        # from here comes back the same way; a second exception would skip the wait below
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         launcher.kill(signum)  # a signal to the whole group reaches them twice: harmless
         raise SIGTERMException
 

@@ -273,6 +273,7 @@ def test_stopped_job_exits_143_and_resumes_on_two_processes(tmp_path: Path) -> N
     # the command's own overrides, ready to paste
     (hint,) = [line for line in stopped.stderr.splitlines() if "to resume it" in line]
     assert hint.endswith(f"these overrides: {' '.join(stopped.args[2:])} ckpt_path={last}")
+    assert "training stopped after 2 complete epochs;" in hint  # within epoch 2: 0 and 1 kept
 
     resumed = run_train(tmp_path, "trainer=ddp_cpu", f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -299,6 +300,7 @@ def test_a_stopped_ddp_training_resumes_to_the_numbers_of_an_uninterrupted_one(
     stopped = run_train(tmp_path, *ddp, *STOP_AT_EPOCH_2, "+callbacks.stop.every_process=true")
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     assert "stopping every process at the end of this epoch" in stopped.stdout + stopped.stderr
+    assert "training stopped after 3 complete epochs;" in stopped.stderr  # at epoch 2's end
     last = next((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
     resumed = run_train(tmp_path, *ddp, f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -331,7 +333,8 @@ def test_a_stopped_ddp_spawn_job_waits_for_its_workers_and_says_how_to_resume(
     output = stopped.stdout + stopped.stderr
     assert "stopping every process at the end of this epoch" in output
     last = next((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt"))
-    assert "training stopped in epoch 2; to resume it in the same MLflow run" in output
+    # epochs 0-2: the workers stop together at the end of the epoch signalled in
+    assert "training stopped after 3 complete epochs; to resume it in the same MLflow run" in output
     assert f"ckpt_path={last}" in output
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])

@@ -218,6 +218,16 @@ def load_tested_weights(module: L.LightningModule, checkpoint: str) -> None:
         module.load_state_dict(load_own_checkpoint(checkpoint)["state_dict"])
 
 
+def epochs_in_checkpoint(checkpoint: dict) -> int:
+    """The epochs whose training a checkpoint holds, which a resume continues after. Not
+    the trainer's count: a fit stopped at an epoch's end has counted that epoch, one stopped
+    within an epoch has not, and a ddp_spawn job's own process, which did not train, counts
+    none. Nor the checkpoint's `epoch`, the trainer's count when it was saved: one less at
+    an epoch's end than at the training's end."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    return int(progress.get("current", {}).get("processed", checkpoint.get("epoch", -1) + 1))
+
+
 def resume_hint(trainer: L.Trainer, overrides: list[str]) -> str | None:
     """After a stop mid-job (Ctrl-C, SIGTERM, a crash): how to continue, not start over."""
     saved = [c.path for c in trainer.callbacks if isinstance(c, LatestCheckpoint)]
@@ -226,15 +236,14 @@ def resume_hint(trainer: L.Trainer, overrides: list[str]) -> str | None:
         return None
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra."))]
     command = " ".join([*kept, f"ckpt_path={last}"])
-    # a ddp_spawn job's own process did not train: its epoch count is the checkpoint's
-    epoch = max(trainer.current_epoch, load_own_checkpoint(last).get("epoch", 0))
+    done = epochs_in_checkpoint(load_own_checkpoint(last))
     if trainer.state.fn == TrainerFn.FITTING and trainer.state.status != TrainerStatus.FINISHED:
         return (
-            f"training stopped in epoch {epoch}; to resume it in the same "
-            f"MLflow run, run it again with these overrides: {command}"
+            f"training stopped after {done} complete epoch{'' if done == 1 else 's'}; to "
+            f"resume it in the same MLflow run, run it again with these overrides: {command}"
         )
     return (
-        f"the job failed after its {epoch} epochs of training; to finish it "
+        f"the job failed after its {done} epochs of training; to finish it "
         f"(test, register) in the same MLflow run without training again, run it again with "
         f"these overrides: {command}"
     )

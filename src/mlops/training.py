@@ -35,6 +35,7 @@ from mlops.registry.register import (
 from mlops.tracking.resume import (
     LatestCheckpoint,
     ResumePoint,
+    epochs_in_checkpoint,
     load_own_checkpoint,
     read_resume_point,
 )
@@ -216,16 +217,6 @@ def load_tested_weights(module: L.LightningModule, checkpoint: str) -> None:
     fit only), and so does any job with `test=false`."""
     if checkpoint:
         module.load_state_dict(load_own_checkpoint(checkpoint)["state_dict"])
-
-
-def epochs_in_checkpoint(checkpoint: dict) -> int:
-    """The epochs whose training a checkpoint holds, which a resume continues after. Not
-    the trainer's count: a fit stopped at an epoch's end has counted that epoch, one stopped
-    within an epoch has not, and a ddp_spawn job's own process, which did not train, counts
-    none. Nor the checkpoint's `epoch`, the trainer's count when it was saved: one less at
-    an epoch's end than at the training's end."""
-    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
-    return int(progress.get("current", {}).get("processed", checkpoint.get("epoch", -1) + 1))
 
 
 def resume_hint(trainer: L.Trainer, overrides: list[str]) -> str | None:

@@ -269,3 +269,13 @@ def check_resumable(
     }
     first_lineage = {key: run.data.tags.get(key, value) for key, value in lineage.items()}
     return ResumedRun(lineage=first_lineage, resume_tags=resume_tags)
+
+
+def epochs_in_checkpoint(checkpoint: dict[str, Any]) -> int:
+    """The epochs whose training a checkpoint holds, which a resume continues after. Not
+    the trainer's count: a fit stopped at an epoch's end has counted that epoch, one stopped
+    within an epoch has not, and a ddp_spawn job's own process, which did not train, counts
+    none. Nor the checkpoint's `epoch`, the trainer's count when it was saved: one less at
+    an epoch's end than at the training's end."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    return int(progress.get("current", {}).get("processed", checkpoint.get("epoch", -1) + 1))

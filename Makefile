@@ -42,7 +42,7 @@ install: $(STAMP) ## create .venv and install mlops (editable) with test tools
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing into $(VENV) (log: $(VENV)/install.log)"
-	@$(BIN)/python -m pip install -e ".[test]" > $(VENV)/install.log 2>&1 \
+	@$(BIN)/python tools/install_venv.py $(VENV) ".[test]" \
 		|| { grep -v "is ignored: it is neither" $(VENV)/install.log | tail -40; exit 1; }
 	@touch $@
 

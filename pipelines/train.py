@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from mlops import training
 from mlops.distributed.sigterm import spawned_workers_stop_together
+from mlops.config import register_resolvers
 from mlops.errors import MlopsError
 from mlops.messages import LOG, keep_in_job_log, tell
 from mlops.models.family import model_family
@@ -36,6 +37,7 @@ from mlops.tracking.run import (
 from mlops.tracking.sweep import fail_sweep, nest_in_sweep
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+register_resolvers()  # before @hydra.main composes: conf/ uses them
 
 
 def train(cfg: DictConfig) -> training.TrainingResult:

@@ -94,13 +94,17 @@ def test_a_gpu_trainer_without_a_gpu_is_refused_naming_the_cpu_presets(
 
 def test_a_required_value_left_unset_is_refused_naming_it() -> None:
     with pytest.raises(
-        LaunchError,
-        match=r"^data\.name, data\.path: no value set.*data\.name=\.\.\. data\.path=\.\.\.\"$",
+        LaunchError, match=r"^data\.path: no value set.*data\.path=\.\.\.\"$"
     ):
         check_launch(compose_config(["data=files"]))
-    with pytest.raises(LaunchError, match=r"^data\.name: no value set"):
-        check_launch(compose_config(["data=files", "data.path=my.csv"]))
-    check_launch(compose_config(["data=files", "data.path=my.csv", "data.name=my"]))
+    check_launch(compose_config(["data=files", "data.path=my.csv"]))
+
+
+def test_a_file_dataset_is_named_after_its_file_unless_named() -> None:
+    cfg = compose_config(["data=files", "data.path=data/churn.v2.csv"])
+    assert cfg.data.name == "churn.v2"
+    assert cfg.logger.experiment_name == "churn.v2"
+    assert compose_config(["data=files", "data.path=x.npz", "data.name=mine"]).data.name == "mine"
 
 
 @pytest.mark.parametrize("experiment", GROUP_OPTIONS["experiment"])

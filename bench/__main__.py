@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from mlops.quiet import artifact_progress_bars_only_on_a_terminal
+from mlops.quiet import artifact_progress_bars_only_when_asked
 
 BENCHMARKS = (
     "train_accuracy",
@@ -22,7 +22,7 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(BENCHMARKS))
     if unknown:
         raise SystemExit(f"unknown benchmark {unknown}; choose from {', '.join(BENCHMARKS)}")
-    artifact_progress_bars_only_on_a_terminal()
+    artifact_progress_bars_only_when_asked()
     for name in chosen:
         print(f"== bench.{name}", flush=True)
         module = importlib.import_module(f"bench.{name}")

@@ -17,11 +17,12 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from mlops import training
-from mlops.distributed.sigterm import spawned_workers_stop_together
 from mlops.config import register_resolvers
+from mlops.distributed.sigterm import spawned_workers_stop_together
 from mlops.errors import MlopsError
 from mlops.messages import LOG, keep_in_job_log, tell
 from mlops.models.family import model_family
+from mlops.quiet import artifact_progress_bars_only_when_asked, mlflow_notes_in_the_log_only
 from mlops.registry.description import describe
 from mlops.registry.register import log_and_register
 from mlops.tracking.lineage import lineage_tags
@@ -159,6 +160,8 @@ def report(result: training.TrainingResult, tracking_uri: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    artifact_progress_bars_only_when_asked()
+    mlflow_notes_in_the_log_only()
     keep_in_job_log()  # train.log in the output folder, beside the console
     try:
         result = train(cfg)

@@ -30,6 +30,13 @@ atexit.register(shutil.rmtree, os.environ["BENTOML_HOME"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "conf"
+# what the libraries print that a job's user cannot act on; kept out of the console
+KNOWN_CHATTER = (
+    "Downloading artifacts",  # MLflow's bar per model load
+    "INFO mlflow.",  # MLflow's store set-up lines
+    "Created version '",  # MLflow's echo of the registration the job reports itself
+    "Successfully registered model",
+)
 
 
 def torchrun_stdout(tmp_path: Path, source: str, marker: str) -> str:

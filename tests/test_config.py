@@ -93,9 +93,7 @@ def test_a_gpu_trainer_without_a_gpu_is_refused_naming_the_cpu_presets(
 
 
 def test_a_required_value_left_unset_is_refused_naming_it() -> None:
-    with pytest.raises(
-        LaunchError, match=r"^data\.path: no value set.*data\.path=\.\.\.\"$"
-    ):
+    with pytest.raises(LaunchError, match=r"^data\.path: no value set.*data\.path=\.\.\.\"$"):
         check_launch(compose_config(["data=files"]))
     check_launch(compose_config(["data=files", "data.path=my.csv"]))
 

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from mlops.data.arrays import load_npz, save_npz_reproducibly
 from mlops.data.files import FilesDataModule
-from tests.conftest import BEST_IS_NOT_LAST, FAST, ROOT, compose_config
+from tests.conftest import BEST_IS_NOT_LAST, FAST, KNOWN_CHATTER, ROOT, compose_config
 from tests.registry_helpers import check_registered_from_best_checkpoint
 from tests.servers import free_port, run_own_group
 
@@ -43,6 +43,8 @@ def check_two_processes(job: subprocess.CompletedProcess) -> None:
     assert "GLOBAL_RANK: 1" in job.stdout + job.stderr, "did not run 2 processes"
     assert "per process set to SCHED_IDLE" in job.stdout + job.stderr  # gloo_polling.py
     assert job.stdout.count("registered digits-mlp version") == 1  # rank zero reports
+    chatter = [line for line in KNOWN_CHATTER if line in job.stdout + job.stderr]
+    assert not chatter, f"library chatter on the console: {chatter}"
 
 
 def check_one_job(

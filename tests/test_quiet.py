@@ -14,7 +14,7 @@ from lightning.pytorch.utilities._pytree import _tree_flatten
 
 from mlops.quiet import (
     ARTIFACT_PROGRESS_BAR,
-    artifact_progress_bars_only_on_a_terminal,
+    artifact_progress_bars_only_when_asked,
     silence_unactionable_messages,
 )
 
@@ -134,6 +134,6 @@ def test_artifact_progress_bars_stay_out_of_logs_unless_asked_for(
     monkeypatch.setenv(ARTIFACT_PROGRESS_BAR, user_setting or "")  # restored after the test
     if user_setting is None:
         monkeypatch.delenv(ARTIFACT_PROGRESS_BAR)
-    artifact_progress_bars_only_on_a_terminal()  # stderr is captured here: not a terminal
+    artifact_progress_bars_only_when_asked()
     _download_a_run_with_three_artifacts(tmp_path)
     assert ("Downloading artifacts" in capfd.readouterr().err) is bar_shown

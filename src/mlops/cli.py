@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlops import __version__
 from mlops.errors import ConfigError, MlopsError
-from mlops.quiet import artifact_progress_bars_only_on_a_terminal
+from mlops.quiet import artifact_progress_bars_only_when_asked, mlflow_notes_in_the_log_only
 
 
 def _prepare_data(args: argparse.Namespace) -> None:
@@ -248,7 +248,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    artifact_progress_bars_only_on_a_terminal()
+    artifact_progress_bars_only_when_asked()
+    mlflow_notes_in_the_log_only()
     try:
         args.handler(args)
     except MlopsError as error:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from mlops.quiet import PACKAGES
+from mlops.quiet import MLFLOW_LOGGER, PACKAGES
 
 LOG = logging.getLogger("mlops")
 LOG.propagate = False  # the console gets the printed line; the file gets the record
@@ -48,7 +48,7 @@ def keep_in_job_log() -> None:
     place of an earlier job's (a sweep runs its jobs in one process, a file each)."""
     print_lightning_plainly()
     files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    for name in (*PACKAGES, LOG.name):
+    for name in (*PACKAGES, MLFLOW_LOGGER, LOG.name):
         logger = logging.getLogger(name)
         if logger.propagate:  # the root's handlers get its records already
             continue

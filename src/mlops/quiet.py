@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import warnings
 
 # Lightning 2.6 advertises its cloud logger whenever a Trainer has any other logger.
@@ -26,6 +25,8 @@ PACKAGES = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "light
 RANK_ZERO_LOGGERS = tuple(f"{package}.utilities.rank_zero" for package in PACKAGES)
 # MLflow draws a tqdm bar for every artifact download, also into logs and pipes.
 ARTIFACT_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# MLflow's own logger: a console handler of its own, not propagating to the root
+MLFLOW_LOGGER = "mlflow"
 
 
 class _DropLitLoggerTip(logging.Filter):
@@ -48,7 +49,17 @@ def silence_unactionable_messages() -> None:
             logger.addFilter(_DropLitLoggerTip())
 
 
-def artifact_progress_bars_only_on_a_terminal() -> None:
-    """A bar that redraws in a terminal is a wall of `\\r`-joined lines in a log or CI
-    output; a value the user set for the variable wins."""
-    os.environ.setdefault(ARTIFACT_PROGRESS_BAR, str(sys.stderr.isatty()).lower())
+def artifact_progress_bars_only_when_asked() -> None:
+    """MLflow draws a bar for every model it loads (a training loads its model two or three
+    times to check it), each a wall of `\\r`-joined lines in a log or CI output, for
+    downloads that take a fraction of a second; a value the user set for the variable wins."""
+    os.environ.setdefault(ARTIFACT_PROGRESS_BAR, "false")
+
+
+def mlflow_notes_in_the_log_only() -> None:
+    """MLflow's INFO lines (database set-up, 'Created version ...' beside the job's own
+    'registered ... version') leave the console; warnings stay. The job log still gets
+    them: `mlops.messages.keep_in_job_log` gives MLflow's logger the file's handler."""
+    for handler in logging.getLogger(MLFLOW_LOGGER).handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)

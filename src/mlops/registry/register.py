@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Mapping, Sequence
 
 import mlflow
@@ -14,7 +16,7 @@ from torch import nn
 
 from mlops.data.validation import Label
 from mlops.errors import ModelConfigError, first_line
-from mlops.messages import tell
+from mlops.messages import LOG, tell
 from mlops.models.family import model_family
 from mlops.models.inference import inference_model, outputs_problem
 from mlops.quiet import silence_unactionable_messages
@@ -148,7 +150,10 @@ def log_and_register(
                 fmt = "pickle"
         if fmt == "pickle":
             info = _log_model(model, signature, input_example, fmt, metadata)
-        registered = mlflow.register_model(info.model_uri, model_name)
+        with contextlib.redirect_stderr(io.StringIO()) as said:  # MLflow prints, not logs,
+            registered = mlflow.register_model(info.model_uri, model_name)  # what we tell
+        for line in said.getvalue().splitlines():  # kept in the job log, off the console
+            LOG.info(line)
         version = str(registered.version)
         tags = {**version_tags, "run_id": run_id, "serialization_format": fmt}
         for key, value in tags.items():

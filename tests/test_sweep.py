@@ -87,7 +87,8 @@ def test_a_sweep_is_one_parent_run_with_its_jobs_nested_and_tabled(tmp_path: Pat
     # one process runs both jobs: each job's train.log holds its own lines only
     for number in ("0", "1"):
         (job_log,) = (tmp_path / "logs").glob(f"train/multiruns/*/{number}/train.log")
-        registered = [line for line in job_log.read_text().splitlines() if "registered" in line]
+        lines = job_log.read_text().splitlines()
+        registered = [line for line in lines if " - registered " in line]  # the job's own
         assert [line.split(" - ")[1] for line in registered] == [
             f"registered digits-mlp version {int(number) + 1}"
         ]

@@ -43,6 +43,7 @@ def test_each_pip_setting_becomes_its_uv_flag_and_unknown_ones_are_named() -> No
     )
     assert flags == [
         "--index-strategy", "unsafe-best-match",  # pip: the best version over all indexes
+        "--compile-bytecode",  # pip writes the .pyc files at install
         "--index-url", "https://a/simple",
         "--extra-index-url", "file:///b", "--extra-index-url", "file:///c",
         "--find-links", "/wheels",

@@ -32,7 +32,7 @@ refuse_taken_port = if (exec 3<>/dev/tcp/127.0.0.1/$(1)) 2>/dev/null; then \
 	exit 1; fi
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui bench clean evaluate promote rollback history show predict deploy serve containerize
+.PHONY: help install data train test lint ui bench clean evaluate compress promote rollback history show predict deploy serve containerize
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ train: $(DATA_FILE) ## train, track and register (override config: ARGS="model=r
 
 evaluate: $(DATA_FILE) ## score MODEL at VERSION (number or @alias) on the test split of its training data
 	@$(BIN)/mlops evaluate $(MODEL) --version $(VERSION) $(ARGS)
+
+compress: $(DATA_FILE) ## ONNX and int8 variants of MODEL at VERSION, gated; passing ones registered
+	@$(BIN)/mlops compress $(MODEL) --version $(VERSION) $(ARGS)
 
 promote: install ## make MODEL version VERSION champion by hand (REASON="...")
 	@$(BIN)/mlops registry promote $(MODEL) $(VERSION) $(if $(REASON),--reason "$(REASON)") $(ARGS)

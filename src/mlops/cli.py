@@ -145,6 +145,24 @@ def _deploy(args: argparse.Namespace) -> None:
           f"{result.bento_tag} --host {cfg.deploy.host} --port {cfg.deploy.port})")  # fmt: skip
 
 
+def _compress(args: argparse.Namespace) -> None:
+    from mlops.compress.report import comparison_table
+    from mlops.compress.run import compress
+    from mlops.registry.aliases import parse_model_ref
+    from mlops.registry.show import print_table
+
+    cfg = _config(args)
+    name, ref = parse_model_ref(args.model)
+    result = compress(
+        cfg, _client(cfg), name, args.version or ref or cfg.compress.version, args.overrides
+    )
+    title = f"{name} version {result.parent_version}: compressed in run {result.run_id}"
+    print_table(comparison_table(title, result.rows, result.batch_size))
+    for row in result.rows[1:]:
+        if row.refusals:
+            print(f"{row.variant} not registered: {'; '.join(row.refusals)}")
+
+
 def _predict(args: argparse.Namespace) -> None:
     from mlops.registry.aliases import parse_model_ref, resolve_version
     from mlops.serving.batch import default_output, predict_file
@@ -209,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("--version", help="version number or @alias (default: deploy.version)")
     deploy.set_defaults(handler=_deploy)
+
+    compress = _with_config(
+        commands.add_parser(
+            "compress", help="ONNX and int8 variants of a registered version, gated and registered"
+        )
+    )
+    compress.add_argument("model", help="registered model, optionally with @alias or /version")
+    compress.add_argument("--version", help="version number or @alias (default: compress.version)")
+    compress.set_defaults(handler=_compress)
 
     registry = commands.add_parser("registry", help="aliases, history and lineage")
     actions = registry.add_subparsers(dest="action", required=True)

@@ -32,3 +32,7 @@ class DeployError(MlopsError, ValueError):
 def first_line(error: Exception) -> str:
     """An exception as one line of a user-facing message: torch's run to pages."""
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
+
+
+class CompressError(MlopsError, ValueError):
+    """A compression method that cannot apply to a version, or whose result is not faithful."""

@@ -1,4 +1,4 @@
-"""Output from the stack that no mlops user can act on: five messages, filtered by their
+"""Output from the stack that no mlops user can act on: six messages, filtered by their
 exact text so that everything else the libraries say still shows, and progress bars in logs."""
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ EXPORT_RNN_FLAT_WEIGHTS = r"The tensor attributes .*\._flat_weights\[\d+\]"
 # Lightning, when an epoch has fewer batches than `log_every_n_steps` (a small dataset): it
 # is about per-step logging, and the classifier logs once per epoch.
 FEW_BATCHES_PER_LOG_INTERVAL = r"The number of training batches \(\d+\) is smaller than the logging"
+# torch.onnx's exporter, registering torchvision's operators, which no mlops network uses
+EXPORTER_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+TORCHVISION_MISSING = "torchvision is not installed"
 # Lightning logs through whichever of these its packages imported last (mlflow.pytorch
 # imports the standalone `pytorch_lightning`).
 PACKAGES = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
@@ -34,6 +37,11 @@ class _DropLitLoggerTip(logging.Filter):
         return not record.getMessage().startswith(LITLOGGER_TIP)
 
 
+class _DropTorchvisionMissing(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TORCHVISION_MISSING)
+
+
 def silence_unactionable_messages() -> None:
     """Idempotent: the filters are installed once per process."""
     warnings.filterwarnings("ignore", message=LEAFSPEC_DEPRECATION, category=FutureWarning)
@@ -47,6 +55,9 @@ def silence_unactionable_messages() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):
             logger.addFilter(_DropLitLoggerTip())
+    exporter = logging.getLogger(EXPORTER_REGISTRATION_LOGGER)
+    if not any(isinstance(f, _DropTorchvisionMissing) for f in exporter.filters):
+        exporter.addFilter(_DropTorchvisionMissing())
 
 
 def artifact_progress_bars_only_when_asked() -> None:

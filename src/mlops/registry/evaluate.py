@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlops.data.files import FilesDataModule
 from mlops.errors import DataError
 from mlops.registry.gate import RECALL_PREFIX
-from mlops.registry.loading import load_logged_model
+from mlops.registry.loading import load_logged_model, pyfunc_probabilities
 from mlops.registry.model_metadata import labels_for_model, logged_classes
 from mlops.tracking.lineage import dvc_data_hash, file_md5, pin_status
 from mlops.tracking.plots import confusion_matrix_figure
@@ -91,6 +91,12 @@ def data_key_overrides(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith("data.")]
 
 
+def training_run_id(version: ModelVersion) -> str | None:
+    """The run that trained the version's network: its own run, or for a compressed variant
+    (mlops.compress) its parent's, since the compression run logged no training config."""
+    return version.tags.get("compress.parent_run_id") or version.run_id or None
+
+
 def with_training_data(
     cfg: DictConfig, client: MlflowClient, version: ModelVersion, overrides: Sequence[str] = ()
 ) -> DictConfig | None:
@@ -98,7 +104,8 @@ def with_training_data(
     trained on a user's file is scored on that file without repeating its overrides, and
     `data.path=other.csv` keeps the rest of it (the label column, say); None for a version
     whose run logged no config (registered by other code)."""
-    config = logged_config(client, version.run_id) if version.run_id else None
+    run_id = training_run_id(version)
+    config = logged_config(client, run_id) if run_id else None
     data = (config or {}).get("data")
     if not isinstance(data, dict):
         return None
@@ -120,10 +127,11 @@ def with_training_data(
 def training_md5(client: MlflowClient, version: ModelVersion) -> str | None:
     """The md5 of the data file the version's training run read, as tagged on the run; None
     when the run is gone (deleted and garbage-collected) or was not an mlops training."""
-    if not version.run_id:
+    run_id = training_run_id(version)
+    if not run_id:
         return None
     try:
-        return client.get_run(version.run_id).data.tags.get("data.file_md5")
+        return client.get_run(run_id).data.tags.get("data.file_md5")
     except MlflowException:
         return None
 
@@ -151,7 +159,7 @@ class Evaluator:
         self.experiment_name = experiment_name
         self.artifacts_dir = artifacts_dir
 
-    def _experiment_id(self) -> str:
+    def experiment_id(self) -> str:
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is not None:
             return experiment.experiment_id
@@ -172,21 +180,21 @@ class Evaluator:
         model = model or self.load(version)
         splits = self.datamodule.splits
         name, number = version.name, str(version.version)
-        probabilities = np.asarray(model.predict(splits.x_test))
+        probabilities = pyfunc_probabilities(model, splits.x_test)
         classes = logged_classes(model.metadata.metadata, probabilities.shape[1])
         y_test = labels_for_model(
             splits.y_test, splits.classes, classes, f"{name} version {number}"
         )
         metrics = classification_metrics(probabilities, y_test)
         run = self.client.create_run(
-            self._experiment_id(),
+            self.experiment_id(),
             run_name=f"evaluate {name} v{number}",
             tags={
                 "mlops.run_type": "evaluation",
                 "model.name": name,
                 "model.version": number,
                 "model.uri": f"models:/{name}/{number}",
-                "model.training_run_id": version.run_id or "",
+                "model.training_run_id": training_run_id(version) or "",
                 "data.dvc_md5": self.data_md5,
                 "data.file": str(self.datamodule.path),
                 "data.file_md5": self.file_md5,

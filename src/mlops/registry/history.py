@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from mlflow import MlflowClient
 
 HISTORY_TAG_PREFIX = "mlops.alias_history."
-KINDS = ("trained", "gate", "manual", "rollback")
+KINDS = ("trained", "gate", "manual", "rollback", "compress")
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class AliasMove:
     alias: str
     from_version: str | None
     to_version: str
-    kind: str  # trained | gate | manual | rollback
+    kind: str  # trained | gate | manual | rollback | compress
     reason: str
     scores: dict[str, float | None] = field(default_factory=dict)
     data_md5: str | None = None

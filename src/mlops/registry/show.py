@@ -59,7 +59,10 @@ def lineage_table(client: MlflowClient, version: ModelVersion) -> Table:
     """What made this version: code, data, run, config, environment, and its gate verdict."""
     model = client.get_registered_model(version.name)
     aliases = sorted(a for a, v in model.aliases.items() if str(v) == str(version.version))
-    run = client.get_run(version.run_id)
+    from mlops.registry.evaluate import training_run_id
+
+    trained_by = training_run_id(version) or version.run_id
+    run = client.get_run(trained_by)
     artifacts = f"{run.info.artifact_uri}"
     rows = {
         "model": f"{version.name} version {version.version}",
@@ -67,7 +70,8 @@ def lineage_table(client: MlflowClient, version: ModelVersion) -> Table:
         "created (UTC)": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(
             timespec="seconds"
         ),
-        "training run": version.run_id,
+        "training run": trained_by,
+        **({"compression run": version.run_id} if trained_by != version.run_id else {}),
         "git commit": version.tags.get("git.commit", "-"),
         "git dirty": version.tags.get("git.dirty", "-"),
         "data (data.dvc md5)": version.tags.get("data.dvc_md5", "-"),
@@ -85,7 +89,7 @@ def lineage_table(client: MlflowClient, version: ModelVersion) -> Table:
     rows |= {
         k: v
         for k, v in sorted(version.tags.items())
-        if k.startswith(("evaluation.", "gate.", "promotion."))
+        if k.startswith(("evaluation.", "gate.", "promotion.", "compress."))
     }
     table = Table(title=f"{version.name} v{version.version}", show_header=False)
     table.add_column("key", style="bold")

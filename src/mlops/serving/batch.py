@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from mlops.data.validation import Label
 from mlops.errors import DataError
-from mlops.registry.loading import load_logged_model
+from mlops.registry.loading import load_logged_model, pyfunc_probabilities
 from mlops.registry.model_metadata import logged_classes, logged_features
 
 PREDICTED = "predicted_label"
@@ -170,7 +170,7 @@ def predict_file(
     input_shape = tuple(int(d) for d in schema.inputs[0].shape[1:])
     x, frame = read_samples(source, logged_features(metadata), input_shape)
     probabilities = np.concatenate(
-        [np.asarray(model.predict(x[start : start + CHUNK])) for start in range(0, len(x), CHUNK)]
+        [pyfunc_probabilities(model, x[start : start + CHUNK]) for start in range(0, len(x), CHUNK)]
     )
     classes = logged_classes(metadata, probabilities.shape[1])
     predicted = [classes[i] for i in probabilities.argmax(axis=1)]

@@ -1,0 +1,113 @@
+"""A registered version's network as an ONNX graph (fp32), checked against the torch graph
+before anything else is done with it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlops.errors import CompressError, first_line
+from mlops.messages import LOG
+
+EXPORTER = "torch.onnx (dynamo)"
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    model: object  # onnx.ModelProto
+    exporter: str  # e.g. "torch.onnx (dynamo) 2.13.0"
+    opset: int
+
+
+def traced_program(mlflow_model_dir: str | Path, example: np.ndarray):
+    """The version's graph as torch.export traced it at registration (a `pt2` model, with
+    its free batch dimension), or a `pickle` model traced now with a free batch."""
+    import mlflow.pytorch
+    import torch
+
+    from mlops.models.inference import exported_program
+
+    program = exported_program(mlflow_model_dir)
+    if program is not None:
+        return program
+    module = mlflow.pytorch.load_model(str(mlflow_model_dir)).eval()
+    batch = torch.export.Dim("batch")
+    return torch.export.export(module, (torch.from_numpy(example),), dynamic_shapes=({0: batch},))
+
+
+def export_onnx(mlflow_model_dir: str | Path, example: np.ndarray) -> OnnxExport:
+    """Export with torch's dynamo exporter (the default since torch 2.9), input `x` and
+    output `p` (probabilities), the batch dimension left free. Its progress lines go to
+    the job log."""
+    import torch
+
+    from mlops.quiet import silence_unactionable_messages
+
+    silence_unactionable_messages()
+    program = traced_program(mlflow_model_dir, example)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said):
+            exported = torch.onnx.export(
+                program,
+                (torch.from_numpy(example),),
+                input_names=["x"],
+                output_names=["p"],
+                dynamo=True,
+            )
+    except Exception as error:  # the exporter raises many types, all for this network
+        raise CompressError(
+            f"torch.onnx cannot export this network ({first_line(error)}); compress methods "
+            "other than onnx need its export too"
+        ) from None
+    finally:
+        for line in said.getvalue().splitlines():
+            LOG.info(line)
+    model = without_debug_info(exported.model_proto)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return OnnxExport(model, f"{EXPORTER} {torch.__version__.split('+')[0]}", opset)
+
+
+def without_debug_info(model):
+    """The graph without what the exporter records for debugging (each node's module path,
+    FX node and stack) and the inferred shapes of its intermediate values: a seventh of the
+    digits CNN's file, and far more of its int8 variant, which ONNX Runtime never reads."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.graph.value_info[:]
+    return model
+
+
+def parity_batches(samples: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """A batch of each size from `samples`, repeated when there are fewer."""
+    repeats = -(-max(sizes) // len(samples))
+    pool = np.concatenate([samples] * repeats) if repeats > 1 else samples
+    return [np.ascontiguousarray(pool[:size], dtype=np.float32) for size in sizes]
+
+
+def parity_problem(
+    reference: Callable[[np.ndarray], np.ndarray],
+    candidate: Callable[[np.ndarray], np.ndarray],
+    batches: Sequence[np.ndarray],
+    atol: float,
+) -> str | None:
+    """Why the candidate does not give the reference's probabilities within `atol` at each
+    batch, or None when it does."""
+    for batch in batches:
+        expected = reference(batch)
+        try:
+            got = candidate(batch)
+        except Exception as error:  # ONNX Runtime's own exception types
+            return f"refuses a batch of {len(batch)} ({first_line(error)})"
+        if got.shape != expected.shape:
+            return f"answers shape {got.shape} for a batch of {len(batch)}, not {expected.shape}"
+        gap = float(np.abs(got - expected).max())
+        if not gap <= atol:
+            return f"is off by up to {gap:.2g} (more than {atol:g}) at a batch of {len(batch)}"
+    return None

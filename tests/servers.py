@@ -41,7 +41,7 @@ def running_server(
     log: Path,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen]:
     """Start `command` in its own session; on exit stop it and all of its children."""
     with log.open("w") as output:
         process = subprocess.Popen(
@@ -54,7 +54,7 @@ def running_server(
         )
     try:
         wait_until_ready(health_url, process, log)
-        yield
+        yield process
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)

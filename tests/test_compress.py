@@ -3,9 +3,14 @@ store; each variant is checked through the registry, as a user would load it."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import bentoml
 import mlflow
 import numpy as np
 import pandas as pd
@@ -17,9 +22,13 @@ from mlops.compress.gate import CompressionRule, Scores, refusals
 from mlops.compress.run import compress
 from mlops.registry.history import read_history
 from mlops.serving.batch import predict_file
+from mlops.serving.deploy import deploy
+from mlops.serving.onnx_model import load_onnx_probabilities
 from pipelines.train import train
 from tests.conftest import FAST, ROOT, compose_config
 from tests.registry_helpers import registry_state
+from tests.servers import free_port
+from tests.test_serving import FROM_THE_BENTO_ALONE, get, pinned_site, post
 
 FAMILIES = {
     "mlp": ["model=mlp", "trainer.max_epochs=8"],
@@ -64,7 +73,7 @@ def probabilities(tracking_uri: str, name: str, version: str, x: np.ndarray) -> 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_each_family_exports_to_onnx_answering_like_its_torch_graph_with_lineage(
-    trained, family: str, tracking_uri: str, digits_file: Path
+    trained, family: str, tracking_uri: str, digits_file: Path, tmp_path: Path
 ) -> None:
     name, cfg = trained(family)
     client = MlflowClient(tracking_uri)
@@ -81,6 +90,14 @@ def test_each_family_exports_to_onnx_answering_like_its_torch_graph_with_lineage
             probabilities(tracking_uri, name, champion.version, x[:size]),
             atol=1e-5,
         )
+    # as a serving worker runs it (ONNX Runtime on MLflow's folder, no MLflow): the same
+    folder = mlflow.artifacts.download_artifacts(f"models:/{name}/{variant.version}",
+                                                 dst_path=str(tmp_path))  # fmt: skip
+    np.testing.assert_allclose(
+        load_onnx_probabilities(folder, threads=1)(x[:64]),
+        probabilities(tracking_uri, name, variant.version, x[:64]),
+        atol=1e-6,
+    )
     tags = variant.tags
     assert tags["compress.parent_version"] == str(champion.version)
     assert tags["compress.parent_run_id"] == champion.run_id
@@ -153,6 +170,50 @@ def test_evaluate_and_predict_take_an_onnx_version(
     result = predict_file(client, name, str(variant.version), source, tmp_path / "out.csv")
     expected = probabilities(tracking_uri, name, variant.version, x).argmax(axis=1)
     assert pd.read_csv(result.output)["predicted_label"].tolist() == expected.tolist()
+
+
+def test_an_onnx_version_is_served_by_onnx_runtime_without_torch_or_mlflow(
+    trained, tracking_uri: str, digits_file: Path, tmp_path: Path
+) -> None:
+    """The int8 CNN as a Bento over real HTTP: answers as pyfunc loads that version, the
+    same validation, and a Bento whose pins and imports hold neither torch nor MLflow."""
+    name, cfg = trained("cnn", f"paths.bento_build_dir={tmp_path / 'build'}")
+    client = MlflowClient(tracking_uri)
+    if "onnx-int8" not in client.get_registered_model(name).aliases:
+        compress(cfg, client, name, "@champion")
+    version = client.get_model_version_by_alias(name, "onnx-int8")
+    deployed = deploy(cfg, name, "@onnx-int8")
+    assert deployed.deployment.model_format == "onnx" and deployed.deployment.compiled_for == ()
+
+    bento = bentoml.get(deployed.bento_tag)
+    requirements = Path(bento.path_of("env/python/requirements.txt")).read_text().splitlines()
+    pinned = {line.split("==")[0] for line in requirements if "==" in line}
+    assert "onnxruntime" in pinned and not pinned & {"torch", "mlflow"}, requirements
+    assert not any("download.pytorch.org" in line for line in requirements)
+    site = pinned_site(requirements, tmp_path / "site-packages")
+    assert not (site / "torch").exists() and not (site / "mlflow").exists()
+    alone = subprocess.run(
+        [sys.executable, "-S", "-c", FROM_THE_BENTO_ALONE], cwd=bento.path_of("src"),
+        capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(site)},
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert json.loads(alone.stdout.strip().splitlines()[-1])["answers"] == 2
+
+    x = np.load(digits_file)["x_test"][:24]
+    with bentoml.serve(deployed.bento_tag, port=free_port(), host="127.0.0.1") as server:
+        bentoml.SyncHTTPClient(server.url, server_ready_timeout=120).close()
+        metadata = json.loads(get(server.url, "/metadata")[1])
+        assert metadata["model_format"] == "onnx", metadata
+        assert metadata["runtime"].startswith("onnxruntime ")
+        assert (metadata["model_version"], metadata["alias"]) == (str(version.version), "onnx-int8")
+        status, answers = post(server.url, {"inputs": x.tolist()})
+        assert status == 200, answers
+        expected = probabilities(tracking_uri, name, version.version, x)
+        served = np.array([answer["probabilities"] for answer in answers])
+        np.testing.assert_allclose(served, expected, atol=1e-6)
+        assert [a["label"] for a in answers] == expected.argmax(axis=1).tolist()
+        status, reason = post(server.url, {"inputs": [[1.0, 2.0]]})
+        assert status == 400 and "send a batch of shape (N, 1, 8, 8)" in reason
 
 
 @pytest.mark.parametrize(

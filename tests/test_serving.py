@@ -597,7 +597,7 @@ def test_deploying_a_version_the_service_cannot_serve_builds_nothing(
                                  registered_model_name="no-signature")  # fmt: skip
     before = {str(b.tag) for b in bentoml.bentos.list()}
     models_before = {str(m.tag) for m in bentoml.models.list()}
-    for name, message in [("not-pytorch", "not 'pytorch'"), ("no-signature", "signature")]:
+    for name, message in [("not-pytorch", "not pytorch or onnx"), ("no-signature", "signature")]:
         with pytest.raises(DeployError, match=message):
             deploy(make_cfg(), name, "1")
     assert {str(b.tag) for b in bentoml.bentos.list()} == before
@@ -652,3 +652,13 @@ def test_a_version_number_reused_by_a_new_registration_deploys_its_own_weights(
     assert bentoml.models.get(deployed.bento_model_tag).info.labels["run_id"] == second.run_id
     assert deployed.deployment.run_id == second.run_id
     assert deployed.deployment.public_metadata()["data_matches_pin"] == "false"  # /metadata
+
+
+def test_the_bentoml_model_folder_name_is_bentomls_own() -> None:
+    """An ONNX Bento finds the MLflow model without importing bentoml.mlflow (which needs
+    MLflow): by the folder name BentoML uses, checked here against BentoML's own."""
+    import bentoml.mlflow
+
+    from mlops.serving.deployment import MLFLOW_MODEL_FOLDER
+
+    assert bentoml.mlflow.MLFLOW_MODEL_FOLDER == MLFLOW_MODEL_FOLDER

@@ -202,6 +202,7 @@ class Compressor:
         from mlops.models.inference import load_probability_model
 
         logged = Model.load(str(model_dir))
+        self.input_example = logged.load_input_example(str(model_dir))
         torch_forward = load_probability_model(model_dir)
         with torch_threads(self.threads):
             parent_p = torch_forward(self.x_test)
@@ -277,6 +278,7 @@ class Compressor:
                 candidate.model,
                 name=candidate.method,
                 signature=logged.signature,
+                input_example=self.input_example,  # the service's example request
                 metadata={**(logged.metadata or {}), "compress_method": candidate.method},
                 pip_requirements=pip_requirements(),
                 onnx_execution_providers=["CPUExecutionProvider"],

@@ -24,12 +24,17 @@ from mlops.messages import tell
 from mlops.registry.aliases import ensure_reachable, resolve_version
 from mlops.registry.model_metadata import logged_classes, logged_features
 from mlops.serving.compiled import COMPILED_FILE, compile_forward
-from mlops.serving.deployment import Deployment
+from mlops.serving.deployment import FORMATS, MLFLOW_MODEL_FOLDER, Deployment
 
 SERVICE_ENTRY = "from mlops.serving.service import ClassifierService  # noqa: F401\n"
-# what the service imports besides the mlops code the Bento carries (bundle_library);
-# uvloop and httptools are what uvicorn's measured speed rests on (docs/benchmarks.md)
-SERVED_PACKAGES = ("torch", "mlflow", "bentoml", "numpy", "orjson", "uvloop", "httptools")
+# what the service imports besides the mlops code the Bento carries (bundle_library), per
+# served format; uvloop and httptools are what uvicorn's measured speed rests on
+# (docs/benchmarks.md). An ONNX Bento has neither torch nor MLflow.
+SERVING_STACK = ("bentoml", "numpy", "orjson", "uvloop", "httptools")
+SERVED_PACKAGES = {
+    "pytorch": ("torch", "mlflow", *SERVING_STACK),
+    "onnx": ("onnxruntime", *SERVING_STACK),
+}
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 LAST_BENTO_FILE = "LAST_BENTO"
 BENTO_SUFFIX = "-service"
@@ -67,16 +72,19 @@ def use_project_bentoml_home(cfg: DictConfig) -> Path:
 
 def _served_model(
     model_uri: str,
-) -> tuple[tuple[int, ...], tuple[Label, ...], tuple[str, ...]]:
-    """Sample shape, output labels and (for a CSV-trained model) feature names of a
-    servable version: a PyTorch model with a signature, as `make train` logs it."""
+) -> tuple[tuple[int, ...], tuple[Label, ...], tuple[str, ...], str]:
+    """Sample shape, output labels, (for a CSV-trained model) feature names and format of
+    a servable version: a PyTorch model with a signature, as `make train` logs it, or an
+    ONNX one, as `make compress` logs it."""
     import mlflow
 
     info = mlflow.models.get_model_info(model_uri)
-    if "pytorch" not in info.flavors:
+    served = [f for f in FORMATS if f in info.flavors]
+    if not served:
         raise DeployError(
-            f"{model_uri} has flavors {sorted(info.flavors)}, not 'pytorch'; the service "
-            "serves PyTorch classifiers as `make train` logs them: deploy one of those"
+            f"{model_uri} has flavors {sorted(info.flavors)}, not {' or '.join(FORMATS)}; "
+            "the service serves classifiers as `make train` and `make compress` log them: "
+            "deploy one of those"
         )
     signature = info.signature
     if signature is None:
@@ -87,7 +95,8 @@ def _served_model(
     inputs = tuple(int(d) for d in signature.inputs.inputs[0].shape)
     outputs = tuple(int(d) for d in signature.outputs.inputs[0].shape)
     features = tuple(logged_features(info.metadata) or ())
-    return inputs[1:], tuple(logged_classes(info.metadata, outputs[-1])), features
+    classes = tuple(logged_classes(info.metadata, outputs[-1]))
+    return inputs[1:], classes, features, served[0]
 
 
 def _import_model(tag: str, model_uri: str, labels: dict[str, str]) -> None:
@@ -114,7 +123,7 @@ def _example_inputs(tag: str, samples: int = 2) -> tuple[Any, ...]:
     without one."""
     import bentoml
 
-    path = Path(bentoml.models.get(tag).path_of(bentoml.mlflow.MLFLOW_MODEL_FOLDER))
+    path = Path(bentoml.models.get(tag).path_of(MLFLOW_MODEL_FOLDER))
     example = path / "serving_input_example.json"
     if not example.exists():
         return ()
@@ -149,7 +158,7 @@ def _compile(tag: str, deployment: Deployment, context: Path) -> tuple[str, ...]
     from mlops.quiet import silence_unactionable_messages
 
     silence_unactionable_messages()  # torch's own deprecation notes while it compiles
-    program = exported_program(bentoml.models.get(tag).path_of(bentoml.mlflow.MLFLOW_MODEL_FOLDER))
+    program = exported_program(bentoml.models.get(tag).path_of(MLFLOW_MODEL_FOLDER))
     if program is None or lifted_forward(program) is None:
         why = (
             "is a pickle-format model (only exported graphs compile)"
@@ -187,7 +196,7 @@ def bundle_library(context: Path) -> None:
     )
 
 
-def python_requirements() -> tuple[dict[str, Any], list[Any]]:
+def python_requirements(model_format: str = "pytorch") -> tuple[dict[str, Any], list[Any]]:
     """Exact pins of what the service imports, and the build's environment variables.
 
     A local torch build (`2.13.0+cpu`) exists only on PyTorch's own index for that build,
@@ -198,13 +207,14 @@ def python_requirements() -> tuple[dict[str, Any], list[Any]]:
     build-only variable as a Docker secret, which a plain `docker build` lacks)."""
     from bentoml._internal.bento.build_config import BentoEnvSchema
 
-    pins = [f"{name}=={installed(name)}" for name in SERVED_PACKAGES]
+    packages = SERVED_PACKAGES[model_format]
+    pins = [f"{name}=={installed(name)}" for name in packages]
     requirements: dict[str, Any] = {
         "packages": pins,
         "lock_packages": False,  # locking resolves online; these pins are exact already
     }
     _, _, build = installed("torch").partition("+")
-    if not build:
+    if not build or "torch" not in packages:
         return requirements, []
     requirements["extra_index_url"] = [PYTORCH_INDEX + build]
     return requirements, [BentoEnvSchema("UV_INDEX_STRATEGY", "unsafe-best-match")]
@@ -218,7 +228,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     version = resolve_version(client, model_name, ref)
     number = str(version.version)
     model_uri = f"models:/{model_name}/{number}"
-    input_shape, classes, features = _served_model(model_uri)
+    input_shape, classes, features, model_format = _served_model(model_uri)
     use_project_bentoml_home(cfg)
     import bentoml
 
@@ -245,6 +255,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         access_log=bool(cfg.deploy.access_log),
         tracing=bool(cfg.deploy.tracing),
         reconnect_every=int(cfg.deploy.reconnect_every),
+        model_format=model_format,
     )
     labels = {
         "registered_model": model_name,
@@ -252,6 +263,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         "run_id": deployment.run_id,
         "git_commit": deployment.git_commit,
         "data_md5": deployment.data_md5.removesuffix(".dir"),
+        "format": model_format,
     }
     _import_model(deployment.bento_model_tag, model_uri, labels)
     deployment = replace(deployment, example_inputs=_example_inputs(deployment.bento_model_tag))
@@ -261,14 +273,14 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     context.mkdir(parents=True)
     (context / "service.py").write_text(SERVICE_ENTRY)
     bundle_library(context)
-    if cfg.deploy.compile:
+    if cfg.deploy.compile and model_format == "pytorch":  # ONNX Runtime optimizes on load
         deployment = replace(
             deployment, compiled_for=_compile(deployment.bento_model_tag, deployment, context)
         )
     deployment.write(context)
 
     bento_tag = f"{stored_name}{BENTO_SUFFIX}:v{number}"
-    python, build_envs = python_requirements()
+    python, build_envs = python_requirements(model_format)
     with contextlib.suppress(bentoml.exceptions.NotFound):
         bentoml.bentos.delete(bento_tag)  # redeploying a version rebuilds its Bento
     bento = bentoml.bentos.build(

@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 DEPLOYMENT_FILE = "deployment.json"
+# where bentoml.mlflow.import_model puts the MLflow model in a stored BentoML model (its
+# `MLFLOW_MODEL_FOLDER`, which imports mlflow: an ONNX Bento has none). test_serving checks
+# it against BentoML's own, so an upgrade that moves it fails there.
+MLFLOW_MODEL_FOLDER = "mlflow_model"
+FORMATS = ("pytorch", "onnx")  # the MLflow flavor served: torch or ONNX Runtime
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class Deployment:
     max_request_samples: int
     max_body_bytes: int
     workers: int
-    torch_threads: int
+    torch_threads: int  # threads per worker, of torch or of ONNX Runtime
     access_log: bool = False
     tracing: bool = False
     reconnect_every: int = 0  # Connection: close on every Nth response of a worker; 0: never
@@ -40,6 +45,7 @@ class Deployment:
     # the instruction-set flags of the CPU the Bento's compiled forward pass (forward.pt2,
     # mlops.serving.compiled) was built on; empty: the Bento has none
     compiled_for: tuple[str, ...] = ()
+    model_format: str = "pytorch"  # pytorch | onnx (served by ONNX Runtime, without torch)
 
     @property
     def labels(self) -> tuple[int | str, ...]:
@@ -69,5 +75,5 @@ class Deployment:
     def public_metadata(self) -> dict[str, object]:
         keys = ("model_name", "model_version", "alias", "run_id", "git_commit", "data_md5",
                 "data_matches_pin", "input_shape", "num_classes", "classes", "features",
-                "bento_model_tag")  # fmt: skip
+                "bento_model_tag", "model_format")  # fmt: skip
         return {key: getattr(self, key) for key in keys}

@@ -1,7 +1,8 @@
 """The BentoML service: one registered model version behind HTTP.
 
 POST /predict   {"inputs": [...]} -> [{"label": ..., "probabilities": [...]}, ...]
-GET  /metadata  model name, version, alias, run id, data hash, classes, features
+GET  /metadata  model name, version, alias, run id, data hash, classes, features, format
+                and runtime (torch, or ONNX Runtime for an ONNX version: no torch imported)
 /livez, /readyz, /metrics (Prometheus; model info, batch sizes and predictions per label added).
 
 Each request is validated on its own (shape, dtype, finite, size) before adaptive batching
@@ -11,6 +12,7 @@ merges it with others, so a bad request never fails anyone else's.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,7 +25,7 @@ from pydantic import BaseModel, BeforeValidator
 from starlette.responses import Response
 
 from mlops.serving.compiled import COMPILED_FILE, load_compiled_forward
-from mlops.serving.deployment import Deployment
+from mlops.serving.deployment import MLFLOW_MODEL_FOLDER, Deployment
 from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
 from mlops.serving.openapi import OpenAPIDescription, inputs_schema
 from mlops.serving.worker import (
@@ -42,7 +44,7 @@ DEPLOYMENT = Deployment.read(Path.cwd())
 
 FEATURES = DEPLOYMENT.features
 # /metadata, answered by each worker once its __init__ has said which forward pass it runs
-SERVED = {**DEPLOYMENT.public_metadata(), "compiled_forward": False}
+SERVED = {**DEPLOYMENT.public_metadata(), "compiled_forward": False, "runtime": ""}
 
 
 def rows_of(records: list) -> list:
@@ -186,6 +188,24 @@ def service_metrics():
     return batch_size, model_info, predictions
 
 
+def load_torch_probabilities(folder: str) -> Callable[[np.ndarray], np.ndarray]:
+    import torch  # in the workers only: `bentoml serve` imports this module to start
+
+    from mlops.models.inference import load_probability_model
+
+    # mlflow.pytorch imports Lightning, when installed, for its training autologging:
+    # 1.3 s of a worker's start (measured); a worker never trains, so it goes without.
+    sys.modules.setdefault("pytorch_lightning", None)
+
+    torch.set_num_threads(DEPLOYMENT.torch_threads)
+    compiled = None
+    if DEPLOYMENT.compiled_for:
+        compiled = load_compiled_forward(Path(COMPILED_FILE), DEPLOYMENT.compiled_for)
+    SERVED["compiled_forward"] = compiled is not None
+    SERVED["runtime"] = f"torch {torch.__version__}"
+    return load_probability_model(folder, compiled)
+
+
 @bentoml.service(
     name="mlops-classifier",
     **service_options(DEPLOYMENT.workers, DEPLOYMENT.access_log, DEPLOYMENT.tracing),
@@ -194,22 +214,14 @@ class ClassifierService:
     bento_model = bentoml.models.BentoModel(DEPLOYMENT.bento_model_tag)
 
     def __init__(self) -> None:
-        import torch  # in the workers only: `bentoml serve` imports this module to start
+        folder = self.bento_model.path_of(MLFLOW_MODEL_FOLDER)
+        if DEPLOYMENT.model_format == "onnx":  # ONNX Runtime: torch is never imported
+            from mlops.serving.onnx_model import load_onnx_probabilities, runtime_version
 
-        from mlops.models.inference import load_probability_model
-
-        # mlflow.pytorch imports Lightning, when installed, for its training autologging:
-        # 1.3 s of a worker's start (measured); a worker never trains, so it goes without.
-        sys.modules.setdefault("pytorch_lightning", None)
-
-        torch.set_num_threads(DEPLOYMENT.torch_threads)
-        compiled = None
-        if DEPLOYMENT.compiled_for:
-            compiled = load_compiled_forward(Path(COMPILED_FILE), DEPLOYMENT.compiled_for)
-        SERVED["compiled_forward"] = compiled is not None
-        self.probabilities = load_probability_model(
-            self.bento_model.path_of(bentoml.mlflow.MLFLOW_MODEL_FOLDER), compiled
-        )
+            self.probabilities = load_onnx_probabilities(folder, DEPLOYMENT.torch_threads)
+            SERVED["runtime"] = runtime_version()
+        else:
+            self.probabilities = load_torch_probabilities(folder)
         self.batch_size, model_info, predictions = service_metrics()
         # one series per class from the start, at 0 until predicted: a class that is never
         # predicted shows as 0 rather than as a missing series

@@ -108,4 +108,6 @@ clean: ## remove training outputs (keeps .venv, the MLflow store and data)
 bench: $(DATA_FILE) ## run the benchmarks, write docs/benchmarks.md (BENCH=serving for one; about 20 min)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package) for the serving benchmark"; \
 		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk >/dev/null; }
+	@$(BIN)/python -c "import litserve" 2>/dev/null || { echo "installing the bench extra (LitServe)"; \
+		$(BIN)/python tools/install_venv.py $(VENV) ".[test,bench]"; }
 	$(BIN)/python -m bench $(BENCH)

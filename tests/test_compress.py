@@ -25,7 +25,7 @@ from mlops.serving.batch import predict_file
 from mlops.serving.deploy import deploy
 from mlops.serving.onnx_model import load_onnx_probabilities
 from pipelines.train import train
-from tests.conftest import FAST, ROOT, compose_config
+from tests.conftest import FAST, KNOWN_CHATTER, ROOT, compose_config
 from tests.registry_helpers import registry_state
 from tests.servers import free_port
 from tests.test_serving import FROM_THE_BENTO_ALONE, get, pinned_site, post
@@ -134,20 +134,34 @@ def test_each_family_exports_to_onnx_answering_like_its_torch_graph_with_lineage
 
 
 def test_an_impossible_rule_registers_nothing_and_the_run_says_why(
-    trained, tracking_uri: str
+    trained, tracking_uri: str, capfd
 ) -> None:
-    name, cfg = trained("mlp", "compress.rule.max_accuracy_drop=-1", "compress.methods=[onnx]")
+    """Through the command, whose output is the table and the verdicts: none of the
+    exporter's progress lines, quantizer notes or library warnings."""
+    name, _ = trained("mlp")
     client = MlflowClient(tracking_uri)
     before = registry_state(client, name)
-    result = compress(cfg, client, name, "@champion")
+    capfd.readouterr()
+    code = main(["compress", name, "--config-dir", str(ROOT / "conf"),
+                 f"logger.tracking_uri={tracking_uri}", "compress.rule.max_accuracy_drop=-1",
+                 "compress.measure.repeats=20"])  # fmt: skip
+    out, err = capfd.readouterr()
+    assert code == 0, err
     assert registry_state(client, name)[2] == before[2]
-    (row,) = result.rows[1:]
-    assert row.registered.startswith("no: accuracy drop"), row
-    assert "max_accuracy_drop -1" in row.registered
-    table = mlflow.artifacts.load_text(
-        f"{client.get_run(result.run_id).info.artifact_uri}/compression.md"
+    assert "onnx not registered: accuracy drop" in out and "max_accuracy_drop -1" in out
+    assert "onnx-int8 not registered: accuracy drop" in out
+    chatter = [line for line in (out + err).splitlines()
+               if any(word in line for word in ("torch.onnx", "torchvision", "Warning", "WARNING",
+                                                *KNOWN_CHATTER))]  # fmt: skip
+    assert not chatter, chatter
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("digits").experiment_id],
+        "tags.`mlops.run_type` = 'compression'",
+        order_by=["start_time DESC"],
+        max_results=1,
     )
-    assert "no: accuracy drop" in table
+    table = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/compression.md")
+    assert "no: accuracy drop" in table and run.info.status == "FINISHED"
 
 
 def test_evaluate_and_predict_take_an_onnx_version(
@@ -250,3 +264,23 @@ def test_the_rule_names_each_reason_a_variant_is_refused() -> None:
     )
     assert [r.split(" ")[0] for r in reasons] == ["accuracy", "agreement", "recall", "only"]
     assert "class 3 0.800" in reasons[2]
+
+
+def test_an_export_that_answers_differently_stops_with_the_run_marked_failed(
+    trained, tracking_uri: str
+) -> None:
+    """A tolerance no export can meet stands in for an exporter bug: nothing is built from
+    the export, nothing registered, and the run keeps the reason."""
+    from mlops.errors import CompressError
+
+    name, cfg = trained("mlp", "compress.onnx.atol=-1")
+    client = MlflowClient(tracking_uri)
+    before = registry_state(client, name)
+    with pytest.raises(CompressError, match="against the torch graph") as raised:
+        compress(cfg, client, name, "@champion")
+    assert registry_state(client, name) == before
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("digits").experiment_id],
+        "tags.`mlops.run_type` = 'compression' and attributes.status = 'FAILED'",
+    )
+    assert run.data.tags["compress.error"] == str(raised.value)

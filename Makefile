@@ -53,7 +53,7 @@ $(DATA_FILE): $(wildcard data.dvc) $(STAMP)
 	@$(BIN)/mlops data prepare
 
 train: $(DATA_FILE) ## train, track and register (override config: ARGS="model=rnn trainer.max_epochs=5")
-	$(BIN)/python pipelines/train.py $(ARGS)
+	$(BIN)/mlops train $(ARGS)
 
 evaluate: $(DATA_FILE) ## score MODEL at VERSION (number or @alias) on the test split of its training data
 	@$(BIN)/mlops evaluate $(MODEL) --version $(VERSION) $(ARGS)
@@ -81,9 +81,8 @@ deploy: install ## build a Bento of MODEL at VERSION (default @champion)
 	@$(BIN)/mlops deploy $(MODEL) --version $(VERSION) $(ARGS)
 
 serve: install ## serve the last Bento built by make deploy on 127.0.0.1:3000 (SERVE_PORT=...)
-	@test -f $(BENTO_BUILD_DIR)/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }
 	@$(call refuse_taken_port,$(SERVE_PORT),serve,SERVE_PORT)
-	BENTOML_HOME=$(BENTOML_STORE) $(BIN)/bentoml serve $$(cat $(BENTO_BUILD_DIR)/LAST_BENTO) --host 127.0.0.1 --port $(SERVE_PORT)
+	@$(BIN)/mlops serve --port $(SERVE_PORT) paths.bentoml_home=$(BENTOML_STORE) paths.bento_build_dir=$(BENTO_BUILD_DIR)
 
 containerize: install ## docker image of the last Bento (needs a Docker engine)
 	@test -f $(BENTO_BUILD_DIR)/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }

@@ -179,10 +179,13 @@ def test_cli_names_a_bad_override_or_config_folder_in_one_line(
 
 
 def test_pipeline_rejects_a_typo_before_any_work(tmp_path: Path) -> None:
+    """`mlops train` from a folder with no conf/ of its own: the project's config."""
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "pipelines" / "train.py"),
+            "-m",
+            "mlops.cli",
+            "train",
             "trainer.max_epoch=3",
             f"logger.tracking_uri=sqlite:///{tmp_path / 'never.db'}",
         ],
@@ -199,7 +202,7 @@ def test_pipeline_rejects_a_typo_before_any_work(tmp_path: Path) -> None:
 
 def test_pipeline_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / "train.py"), f"data.path={tmp_path / 'no.npz'}",
+        [sys.executable, "-m", "mlops.cli", "train", f"data.path={tmp_path / 'no.npz'}",
          f"logger.tracking_uri=sqlite:///{tmp_path / 'never.db'}", f"paths.log_dir={tmp_path}"],
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )  # fmt: skip

@@ -69,13 +69,13 @@ def make(project: Path, target: str) -> list[str]:
 
 
 def test_train_prepares_data_only_when_missing_or_outdated(project: Path) -> None:
-    assert make(project, "train") == ["mlops data prepare", "python pipelines/train.py"]
-    assert make(project, "train") == ["python pipelines/train.py"]
+    assert make(project, "train") == ["mlops data prepare", "mlops train"]
+    assert make(project, "train") == ["mlops train"]
     assert make(project, "evaluate")[0].startswith("mlops evaluate")
 
     (project / "data.dvc").touch()  # a new pin (git checkout, dvc add)
     set_age(project / "data" / "digits" / "digits.npz", 10)
-    assert make(project, "train") == ["mlops data prepare", "python pipelines/train.py"]
+    assert make(project, "train") == ["mlops data prepare", "mlops train"]
 
 
 def test_make_data_always_checks(project: Path) -> None:
@@ -85,11 +85,11 @@ def test_make_data_always_checks(project: Path) -> None:
 
 def test_a_project_without_data_dvc_still_trains(project: Path) -> None:
     (project / "data.dvc").unlink()
-    assert make(project, "train") == ["mlops data prepare", "python pipelines/train.py"]
-    assert make(project, "train") == ["python pipelines/train.py"]
+    assert make(project, "train") == ["mlops data prepare", "mlops train"]
+    assert make(project, "train") == ["mlops train"]
 
 
-@pytest.mark.parametrize(("target", "variable", "tool"), [("serve", "SERVE_PORT", "bentoml"),
+@pytest.mark.parametrize(("target", "variable", "tool"), [("serve", "SERVE_PORT", "mlops"),
                                                           ("ui", "UI_PORT", "mlflow")])  # fmt: skip
 def test_servers_refuse_a_taken_port_before_starting(
     project: Path, target: str, variable: str, tool: str

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from mlops.registry.history import AliasMove, read_history
 from mlops.registry.lock import lock_name
 from pipelines.train import train
-from tests.conftest import FAST, ROOT
+from tests.conftest import FAST, KNOWN_CHATTER, ROOT
 from tests.registry_helpers import WEAK
 
 
@@ -51,6 +51,8 @@ def test_two_trainings_finishing_at_once(tmp_path: Path, digits_file: Path) -> N
     jobs = [launch(i) for i in (1, 2)]
     outputs = [job.communicate(timeout=300)[0] for job in jobs]
     assert [job.returncode for job in jobs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    chatter = [line for line in KNOWN_CHATTER for output in outputs if line in output]
+    assert not chatter, f"library chatter on the console of make train: {chatter}"
 
     client = MlflowClient(uri)
     versions = sorted(v.version for v in client.search_model_versions(f"name = '{name}'"))
@@ -90,6 +92,8 @@ def test_concurrent_promotions_keep_history_consistent(make_cfg, tmp_path: Path)
     ]  # fmt: skip
     outputs = [job.communicate(timeout=300)[0] for job in jobs]
     assert [job.returncode for job in jobs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    chatter = [line for line in KNOWN_CHATTER for output in outputs if line in output]
+    assert not chatter, f"library chatter on the console of make train: {chatter}"
 
     client = MlflowClient(uri)
     history = read_history(client, name)

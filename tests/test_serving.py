@@ -26,6 +26,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlops.errors import DeployError, RegistryError
+from mlops.quiet import ARTIFACT_PROGRESS_BAR
 from mlops.serving.compiled import (
     COMPILED_FILE,
     cpu_flags,
@@ -36,6 +37,7 @@ from mlops.serving.compiled import (
 from mlops.serving.deploy import bento_name, deploy
 from mlops.serving.worker import ClientErrorsInOneLine, log_client_errors_in_one_line
 from pipelines.train import train
+from tests.conftest import ROOT
 from tests.servers import free_port
 
 FAMILIES = {
@@ -92,7 +94,7 @@ def servers(
 ) -> Iterator[Callable[[str], dict]]:
     """Per family, on first use: train, deploy the champion, serve the built Bento. One
     server at a time: servers sharing a BENTOML_HOME share its Prometheus directory."""
-    from tests.conftest import FAST, ROOT, compose_config
+    from tests.conftest import FAST, compose_config
 
     started: dict[str, dict] = {}
     with contextlib.ExitStack() as stack:
@@ -509,15 +511,21 @@ def test_a_forward_pass_that_does_not_compile_leaves_a_bento_of_the_graph(make_c
     assert not (Path(bentoml.bentos.get(deployed.bento_tag).path) / "src" / COMPILED_FILE).exists()
 
 
-def test_a_pickled_version_is_deployed_without_compiling(make_cfg, capsys) -> None:
+def test_a_pickled_version_is_deployed_without_compiling(make_cfg, capfd, monkeypatch) -> None:
+    """...and says so in the one line the deploy prints: BentoML's import and build logs
+    stay off the console."""
+    monkeypatch.setenv(ARTIFACT_PROGRESS_BAR, "false")  # as `mlops deploy` sets it by default
     cfg = make_cfg("model=mlp", "registry.model_name=pickled", "deploy.compile=true",
                    "registry.serialization_format=pickle")  # fmt: skip
     train(cfg)
-    capsys.readouterr()
+    capfd.readouterr()
     deployed = deploy(cfg, "pickled", "1")
-    assert "pickle-format model (only exported graphs compile); served as it is" in (
-        capsys.readouterr().out
-    )
+    out, err = capfd.readouterr()
+    assert out.splitlines() == [
+        "deploy.compile: pickled:v1 is a pickle-format model (only exported graphs compile); "
+        "served as it is"
+    ]
+    assert err == ""
     assert deployed.deployment.compiled_for == ()
 
 
@@ -662,3 +670,26 @@ def test_the_bentoml_model_folder_name_is_bentomls_own() -> None:
     from mlops.serving.deployment import MLFLOW_MODEL_FOLDER
 
     assert bentoml.mlflow.MLFLOW_MODEL_FOLDER == MLFLOW_MODEL_FOLDER
+
+
+def test_mlops_serve_names_what_is_missing_or_taken_before_starting(tmp_path: Path, capsys) -> None:
+    """`mlops serve` (what `make serve` runs): no Bento deployed yet, or a taken port, is
+    one line naming the fix; nothing is started."""
+    import socket
+
+    from mlops.cli import main
+
+    build = tmp_path / "build"
+    argv = ["serve", "--config-dir", str(ROOT / "conf"), f"paths.bento_build_dir={build}"]
+    assert main(argv) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("mlops: error: no Bento yet") and "make deploy" in line
+    build.mkdir()
+    (build / "LAST_BENTO").write_text("digits-cnn-service:v1\n")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert main([*argv, "--port", str(port)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"port {port} on 127.0.0.1 is taken" in line and f"--port {port + 1}" in line

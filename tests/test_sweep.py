@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,8 @@ PARENT = "mlflow.parentRunId"
 
 def run_sweep(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, MlflowClient]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = train_command(
+    # as a user types it (make train ARGS="-m ..." runs this): mlops train hands `-m` to Hydra
+    script = train_command(
         f"logger.tracking_uri={uri}",
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.mlflow_artifacts_dir={tmp_path / 'mlartifacts'}",
@@ -30,6 +32,7 @@ def run_sweep(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProc
         *overrides,
         multirun=True,
     )
+    command = [sys.executable, "-m", "mlops.cli", "train", *script[2:]]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the stopping callback lives in tests/
     job = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     return job, MlflowClient(uri)

@@ -1,16 +1,21 @@
-"""`mlops`: data preparation, evaluation and the model registry from the command line.
+"""`mlops`: the model lifecycle from the command line: train, evaluate, compress, deploy,
+serve, batch predictions, the registry.
 
-Commands that talk to MLflow read the tracking URI the way training does: the Hydra config
-under --config-dir (default conf/), whose logger.tracking_uri honours MLFLOW_TRACKING_URI;
-trailing `key=value` arguments are Hydra overrides (e.g. data.path=...).
+Every command reads the Hydra config under --config-dir (default: ./conf, else the
+project's conf/), whose logger.tracking_uri honours MLFLOW_TRACKING_URI; trailing
+`key=value` arguments are Hydra overrides (e.g. data.path=...). Relative paths in the
+config are relative to the folder it runs in.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 from pathlib import Path
 
+import mlops
 from mlops import __version__
 from mlops.errors import ConfigError, MlopsError
 from mlops.quiet import artifact_progress_bars_only_when_asked, mlflow_notes_in_the_log_only
@@ -27,6 +32,70 @@ def _prepare_data(args: argparse.Namespace) -> None:
         print(check_against_pin(dvc_file).describe(dvc_file))
 
 
+PROJECT = Path(mlops.__file__).resolve().parents[2]  # src/mlops/ -> the checkout's root
+PIPELINE = PROJECT / "pipelines" / "train.py"
+
+
+def default_config_dir() -> Path:
+    """./conf where the command runs (the project root, as make runs it), else the project's
+    own conf/ (an editable install: `mlops train` from any folder)."""
+    here = Path("conf")
+    if (here / "train.yaml").is_file() or not (PROJECT / "conf" / "train.yaml").is_file():
+        return here
+    return PROJECT / "conf"
+
+
+def train_command(argv: list[str]) -> list[str]:
+    """`python pipelines/train.py` with the config folder and every other argument (Hydra
+    overrides, `-m` for a sweep, `--cfg job`, ...) as given."""
+    parser = argparse.ArgumentParser(prog="mlops train", add_help=False, allow_abbrev=False)
+    parser.add_argument("--config-dir", type=Path, default=None)
+    known, hydra_args = parser.parse_known_args(argv)
+    config_dir = known.config_dir or default_config_dir()
+    if not (config_dir / "train.yaml").is_file():
+        raise ConfigError(
+            f"no train.yaml in the config folder {config_dir.resolve()}: run mlops from the "
+            "project root, or pass --config-dir PATH"
+        )
+    if not PIPELINE.is_file():
+        raise ConfigError(
+            f"{PIPELINE} is missing: mlops train runs the project's pipeline, so install "
+            "mlops from its checkout (make install: an editable install)"
+        )
+    return [sys.executable, str(PIPELINE), f"--config-path={config_dir.resolve()}", *hydra_args]
+
+
+def _train(argv: list[str]) -> None:
+    """Hydra's own main takes over the process, as `python pipelines/train.py` would."""
+    command = train_command(argv)
+    sys.stdout.flush()
+    os.execv(command[0], command)
+
+
+def port_taken(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
+def _serve(args: argparse.Namespace) -> None:
+    if args.bento and "=" in args.bento:  # an override, taken by the optional positional
+        args.overrides, args.bento = [args.bento, *args.overrides], None
+    cfg = _config(args)
+    build_dir, home = Path(cfg.paths.bento_build_dir), Path(cfg.paths.bentoml_home)
+    last = build_dir / "LAST_BENTO"
+    if args.bento is None and not last.is_file():
+        raise ConfigError(f"no Bento yet ({last} is missing): run mlops deploy (make deploy) first")
+    tag = args.bento or last.read_text().strip()
+    host, port = args.host or cfg.deploy.host, int(args.port or cfg.deploy.port)
+    if port_taken(host, port):
+        raise ConfigError(f"port {port} on {host} is taken (an earlier mlops serve?): stop it, "
+                          f"or pass --port {port + 1}")  # fmt: skip
+    bentoml = Path(sys.executable).parent / "bentoml"
+    command = [str(bentoml), "serve", tag, "--host", host, "--port", str(port)]
+    print(f"serving {tag} on http://{host}:{port} (BENTOML_HOME={home.resolve()})", flush=True)
+    os.execve(command[0], command, {**os.environ, "BENTOML_HOME": str(home.resolve())})
+
+
 def _config(args: argparse.Namespace):
     """The composed config; a missing folder or a bad override is the user's to fix, in one
     line, as `make train` gives it (Hydra's own exceptions would print a traceback here)."""
@@ -34,7 +103,7 @@ def _config(args: argparse.Namespace):
 
     from mlops.config import compose_config
 
-    config_dir = Path(args.config_dir)
+    config_dir = Path(args.config_dir) if args.config_dir else default_config_dir()
     if not (config_dir / "train.yaml").is_file():
         raise ConfigError(
             f"no train.yaml in the config folder {config_dir.resolve()}: run mlops from the "
@@ -141,8 +210,7 @@ def _deploy(args: argparse.Namespace) -> None:
         f"built Bento {result.bento_tag} serving {name} version "
         f"{result.deployment.model_version} (BentoML model {result.bento_model_tag})"
     )
-    print(f"serve it: make serve   (or: BENTOML_HOME={cfg.paths.bentoml_home} bentoml serve "
-          f"{result.bento_tag} --host {cfg.deploy.host} --port {cfg.deploy.port})")  # fmt: skip
+    print(f"serve it: make serve   (or: mlops serve {result.bento_tag})")
 
 
 def _compress(args: argparse.Namespace) -> None:
@@ -181,7 +249,9 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config-dir", default="conf", help="Hydra config folder (default: conf)")
+    parser.add_argument(
+        "--config-dir", help="Hydra config folder (default: ./conf, else the project's conf/)"
+    )
     parser.set_defaults(overrides=[])  # filled from trailing key=value arguments by parse()
     return parser
 
@@ -192,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mlops {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "train",
+        help="train, track and register: pipelines/train.py with Hydra overrides, -m to sweep",
+        add_help=False,  # --help and every other argument go to Hydra
+    )
 
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
     prepare = data.add_parser("prepare", help="write the built-in datasets, check them against DVC")
@@ -237,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--version", help="version number or @alias (default: compress.version)")
     compress.set_defaults(handler=_compress)
 
+    serve = _with_config(
+        commands.add_parser("serve", help="serve a Bento (default: the last one deployed)")
+    )
+    serve.add_argument("bento", nargs="?", help="Bento tag (default: the last mlops deploy)")
+    serve.add_argument("--host", help="default: deploy.host (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default: deploy.port (3000)")
+    serve.set_defaults(handler=_serve)
+
     registry = commands.add_parser("registry", help="aliases, history and lineage")
     actions = registry.add_subparsers(dest="action", required=True)
     history = _with_config(actions.add_parser("history", help="every alias move, as a table"))
@@ -274,6 +357,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        try:
+            _train(argv[1:])
+        except MlopsError as error:
+            print(f"mlops: error: {error}", file=sys.stderr)
+            return 1
     args = parse(argv)
     artifact_progress_bars_only_when_asked()
     mlflow_notes_in_the_log_only()

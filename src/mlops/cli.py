@@ -81,7 +81,9 @@ def _serve(args: argparse.Namespace) -> None:
     if args.bento and "=" in args.bento:  # an override, taken by the optional positional
         args.overrides, args.bento = [args.bento, *args.overrides], None
     cfg = _config(args)
-    build_dir, home = Path(cfg.paths.bento_build_dir), Path(cfg.paths.bentoml_home)
+    build_dir = Path(cfg.paths.bento_build_dir)
+    # as mlops deploy stores it: BENTOML_HOME when set, else paths.bentoml_home
+    home = Path(os.environ.get("BENTOML_HOME") or cfg.paths.bentoml_home)
     last = build_dir / "LAST_BENTO"
     if args.bento is None and not last.is_file():
         raise ConfigError(f"no Bento yet ({last} is missing): run mlops deploy (make deploy) first")

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlops.data.arrays import save_npz_reproducibly
 from mlops.errors import DataError, RegistryError
 from mlops.registry.aliases import ensure_reachable, promote, resolve_version, rollback
-from mlops.registry.history import read_history
+from mlops.registry.history import champion_stack, read_history
 from pipelines.train import train
 from tests.conftest import ROOT
 from tests.registry_helpers import STRONG, WEAK, registry_state
@@ -123,6 +123,45 @@ def test_manual_promote_and_rollback(make_cfg, tracking_uri: str) -> None:
         rollback(client, name)
     assert aliases(client, name)["champion"] == "1"
     assert [m.kind for m in read_history(client, name)][-2:] == ["manual", "rollback"]
+
+
+def test_the_history_lives_on_the_versions_and_an_old_one_is_carried_over(
+    tmp_path: Path,
+) -> None:
+    """The model page holds one summary tag, each version the moves to it; a history kept
+    the old way (a registered-model tag per move) reads the same and moves onto its
+    versions with the next move, one whose version is gone staying readable where it is."""
+    import json
+
+    from mlops.registry.history import LEGACY_TAG_PREFIX, SUMMARY_TAG, move_alias
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    name = "old-history"
+    client.create_registered_model(name)
+    for _ in range(3):  # versions 1..3 of a model logged anywhere (the source is not read)
+        client.create_model_version(name, source=str(tmp_path), run_id=None)
+    old = [(1, "champion", None, "1", "gate"), (2, "champion", "1", "3", "gate"),
+           (3, "champion", "3", "2", "manual")]  # fmt: skip
+    for seq, alias, before, to, kind in old:
+        move = {"seq": seq, "time": f"2026-11-0{seq}T00:00:00+00:00", "alias": alias,
+                "from_version": before, "to_version": to, "kind": kind, "reason": "old",
+                "scores": {}, "data_md5": None}  # fmt: skip
+        client.set_registered_model_tag(name, f"{LEGACY_TAG_PREFIX}{seq:06d}", json.dumps(move))
+    client.set_registered_model_alias(name, "champion", "2")
+    client.delete_model_version(name, "3")  # its move (#2) has nowhere to go
+    before = read_history(client, name)
+    assert [m.seq for m in before] == [1, 2, 3]
+
+    move_alias(client, name, "champion", "1", "rollback", "back to 1")
+    after = read_history(client, name)
+    assert after[:3] == before and (after[3].seq, after[3].from_version) == (4, "2")
+    tags = client.get_registered_model(name).tags
+    assert set(tags) == {f"{LEGACY_TAG_PREFIX}000002", SUMMARY_TAG}
+    assert tags[SUMMARY_TAG].startswith("4 moves; latest (#4, ")
+    assert "@champion 2 -> 1 (rollback)" in tags[SUMMARY_TAG]
+    assert sorted(k for k in client.get_model_version(name, "1").tags) == [
+        "mlops.alias_move.000001", "mlops.alias_move.000004"]  # fmt: skip
+    assert champion_stack(after) == ["1"]  # 2 was pushed by hand over the lost 3, then left
 
 
 def test_lineage_on_every_version(make_cfg, tracking_uri: str) -> None:

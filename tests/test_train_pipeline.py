@@ -168,6 +168,12 @@ def test_each_training_adds_a_version(make_cfg, tracking_uri: str) -> None:
     for result in (first, second):
         described = client.get_model_version("versions-test", result.model_version).description
         assert f"by run {result.run_id[:8]};" in described
+        # ...and ends with the gate's verdict, with its reason
+        verdict = client.get_model_version("versions-test", result.model_version).tags
+        expected = (
+            "promoted to @champion" if verdict["gate.decision"] == "promoted" else ("not promoted")
+        )
+        assert described.endswith(f"Gate: {expected} ({verdict['gate.reason']}).")
     assert client.get_registered_model("versions-test").description == "the owner's words"
 
 

@@ -44,6 +44,18 @@ def _record(client: MlflowClient, outcome: GateOutcome, rule: GateRule) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(challenger.model_name, challenger.version, key, value)
         client.set_tag(challenger.run_id, key, value)
+    verdict = gate_verdict(decision.promote, decision.reason)
+    described = client.get_model_version(challenger.model_name, challenger.version).description
+    client.update_model_version(
+        challenger.model_name,
+        challenger.version,
+        description=f"{described.rstrip()} {verdict}" if described else verdict,
+    )
+
+
+def gate_verdict(promoted: bool, reason: str) -> str:
+    """The sentence the version's description ends with, which the model page lists."""
+    return f"Gate: {'promoted to @champion' if promoted else 'not promoted'} ({reason})."
 
 
 def run_gate(

@@ -104,7 +104,7 @@ ui: install ## MLflow web UI on http://127.0.0.1:5000 (UI_PORT=...)
 clean: ## remove training outputs (keeps .venv, the MLflow store and data)
 	rm -rf logs outputs .pytest_cache .ruff_cache
 
-bench: $(DATA_FILE) ## run the benchmarks, write docs/benchmarks.md (BENCH=serving for one; about 20 min)
+bench: $(DATA_FILE) ## run the benchmarks, write docs/benchmarks.md (BENCH=serving for one; about 30 min)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package) for the serving benchmark"; \
 		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk >/dev/null; }
 	@$(BIN)/python -c "import litserve" 2>/dev/null || { echo "installing the bench extra (LitServe)"; \

@@ -10,11 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from mlops.errors import CompressError, first_line
 from mlops.messages import LOG
 
 EXPORTER = "torch.onnx (dynamo)"
+# torch.export fixes an RNN's sequence length, though asked to leave it free, once a graph
+# of the same network class was exported in the process (registration does): torch 2.13,
+# seen on GRU. The TorchScript exporter leaves it free; the parity check covers both.
+LEGACY_EXPORTER = "torch.onnx (TorchScript)"
 
 
 @dataclass(frozen=True)
@@ -40,16 +45,25 @@ def traced_program(mlflow_model_dir: str | Path, example: np.ndarray):
     return torch.export.export(module, (torch.from_numpy(example),), dynamic_shapes=({0: batch},))
 
 
-def export_onnx(mlflow_model_dir: str | Path, example: np.ndarray) -> OnnxExport:
+def export_onnx(
+    source: str | Path | nn.Module, example: np.ndarray, steps_axis: int | None = None
+) -> OnnxExport:
     """Export with torch's dynamo exporter (the default since torch 2.9), input `x` and
-    output `p` (probabilities), the batch dimension left free. Its progress lines go to
-    the job log."""
+    output `p` (probabilities), the batch dimension left free. `source`: a logged model's
+    folder (its registered graph), or a network in eval mode, whose `steps_axis` (an RNN's
+    sequence length) is left free too. Its progress lines go to the job log."""
     import torch
 
     from mlops.quiet import silence_unactionable_messages
 
     silence_unactionable_messages()
-    program = traced_program(mlflow_model_dir, example)
+    if isinstance(source, nn.Module):
+        free = {0: torch.export.Dim("batch")}
+        if steps_axis is not None:
+            free[steps_axis] = torch.export.Dim("steps")
+        program, dynamic_shapes = source, (free,)
+    else:
+        program, dynamic_shapes = traced_program(source, example), None
     said = io.StringIO()
     try:
         with contextlib.redirect_stdout(said):
@@ -58,6 +72,7 @@ def export_onnx(mlflow_model_dir: str | Path, example: np.ndarray) -> OnnxExport
                 (torch.from_numpy(example),),
                 input_names=["x"],
                 output_names=["p"],
+                dynamic_shapes=dynamic_shapes,
                 dynamo=True,
             )
     except Exception as error:  # the exporter raises many types, all for this network
@@ -68,9 +83,36 @@ def export_onnx(mlflow_model_dir: str | Path, example: np.ndarray) -> OnnxExport
     finally:
         for line in said.getvalue().splitlines():
             LOG.info(line)
-    model = without_debug_info(exported.model_proto)
+    model, exporter = without_debug_info(exported.model_proto), EXPORTER
+    if steps_axis is not None and not is_free(model, steps_axis):
+        model, exporter = legacy_export(source, example, steps_axis, model), LEGACY_EXPORTER
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    return OnnxExport(model, f"{EXPORTER} {torch.__version__.split('+')[0]}", opset)
+    return OnnxExport(model, f"{exporter} {torch.__version__.split('+')[0]}", opset)
+
+
+def is_free(model, axis: int) -> bool:
+    """Whether the graph's input leaves `axis` to the caller (a named dimension)."""
+    (graph_input,) = model.graph.input
+    return bool(graph_input.type.tensor_type.shape.dim[axis].dim_param)
+
+
+def legacy_export(network: nn.Module, example: np.ndarray, steps_axis: int, like):
+    """The TorchScript exporter, at the opset the dynamo exporter chose."""
+    import warnings
+
+    import onnx
+    import torch
+
+    opset = next(o.version for o in like.opset_import if o.domain in ("", "ai.onnx"))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # its deprecation notice: the parity check decides
+        torch.onnx.export(
+            network, (torch.from_numpy(example),), buffer, input_names=["x"],
+            output_names=["p"], dynamo=False, opset_version=opset,
+            dynamic_axes={"x": {0: "batch", steps_axis: "steps"}, "p": {0: "batch"}},
+        )  # fmt: skip
+    return without_debug_info(onnx.load_from_string(buffer.getvalue()))
 
 
 def without_debug_info(model):

@@ -116,6 +116,22 @@ class Candidate:
     int8_weight_share: float | None = None
 
 
+def torch_from(array: np.ndarray):
+    import torch
+
+    return torch.from_numpy(array)
+
+
+def network_forward(network) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return network(torch.from_numpy(x)).numpy()
+
+    return forward
+
+
 def registered_variant(
     client: MlflowClient, parent: ModelVersion, candidate: Candidate
 ) -> str | None:
@@ -134,8 +150,10 @@ class Compressor:
     """Compresses one parent version; the figures of the parent and its variants come from
     the same process and minutes, with the same thread count."""
 
-    def __init__(self, cfg: DictConfig, client: MlflowClient, evaluator: Evaluator) -> None:
-        self.cfg, self.client, self.evaluator = cfg, client, evaluator
+    def __init__(
+        self, cfg: DictConfig, client: MlflowClient, evaluator: Evaluator, data_cfg: DictConfig
+    ) -> None:
+        self.cfg, self.client, self.evaluator, self.data_cfg = cfg, client, evaluator, data_cfg
         settings = cfg.compress
         self.rule = CompressionRule(**settings.rule)
         self.measure = settings.measure
@@ -148,34 +166,65 @@ class Compressor:
         y_test = labels_for_model(self.splits.y_test, self.splits.classes, classes, label)
         return classification_metrics(probabilities, y_test)
 
-    def candidates(self, model_dir: Path, methods: list[str]) -> list[Candidate]:
+    def free_steps_network(self, parent: ModelVersion, torch_forward, sizes):
+        """An RNN's network rebuilt from its training run, checked against the registered
+        graph, for an export with a free sequence length; None and why not otherwise."""
+        from mlops.compress.network import rebuilt_rnn
+        from mlops.models.inference import outputs_problem
+
+        network, why = rebuilt_rnn(self.client, parent, self.data_cfg, self.evaluator.datamodule)
+        if network is None:
+            return None, why
+        problem = outputs_problem(
+            lambda x: torch_from(torch_forward(x.numpy())), network,
+            parity_batches(self.x_test, sizes), "rebuilt network",
+        )  # fmt: skip
+        return (None, f"{problem} against the registered graph") if problem else (network, "")
+
+    def candidates(
+        self, parent: ModelVersion, model_dir: Path, methods: list[str]
+    ) -> list[Candidate]:
         """The variants asked for, the ONNX export checked against the torch graph first."""
         import onnxruntime
 
+        from mlops.compress.network import other_lengths, steps_axis
         from mlops.models.inference import load_probability_model
 
-        exported = export_onnx(model_dir, self.x_test[:2])
         sizes = [*self.cfg.compress.onnx.parity_batch_sizes, int(self.cfg.deploy.max_batch_size)]
         torch_forward = load_probability_model(model_dir)
+        network, fixed_because = self.free_steps_network(parent, torch_forward, sizes)
+        axis = steps_axis(self.x_test.shape[1:])
+        if network is not None:
+            exported = export_onnx(network, self.x_test[:2], axis)
+        else:
+            exported = export_onnx(model_dir, self.x_test[:2])
         session = onnx_session(exported.model.SerializeToString(), self.threads)
+        atol = float(self.cfg.compress.onnx.atol)
         problem = parity_problem(
-            torch_forward,
-            onnx_forward(session),
-            parity_batches(self.x_test, sizes),
-            float(self.cfg.compress.onnx.atol),
+            torch_forward, onnx_forward(session), parity_batches(self.x_test, sizes), atol
         )
+        lengths = other_lengths(self.x_test[:7], axis) if network is not None else []
+        if problem is None and network is not None:  # other lengths: against the network
+            problem = parity_problem(network_forward(network), onnx_forward(session), lengths, atol)
         if problem:
             raise CompressError(
                 f"the ONNX export {problem} against the torch graph: no variant is built from "
                 f"an export that answers differently (exporter {exported.exporter}, opset "
                 f"{exported.opset}); report it with the model's config"
             )
+        free = f"batch, steps (axis {axis})" if network is not None else "batch"
+        checked = f"parity at batch {sizes}" + (
+            f" and steps {[x.shape[axis] for x in lengths]}" if lengths else ""
+        )
         base = {
             "compress.exporter": exported.exporter,
             "compress.opset": str(exported.opset),
             "compress.onnxruntime": onnxruntime.__version__,
-        }
-        detail = f"{exported.exporter}, opset {exported.opset}, parity at batch {sizes}"
+            "compress.free_axes": free,
+            **({"compress.fixed_steps": fixed_because} if parent.tags.get("model.family") == "rnn"
+               and network is None else {}),
+        }  # fmt: skip
+        detail = f"{exported.exporter}, opset {exported.opset}, free axes: {free}, {checked}"
         found = []
         if ONNX in methods:
             found.append(Candidate(ONNX, exported.model, detail, base))
@@ -216,7 +265,7 @@ class Compressor:
                 *latencies(torch_forward, self.x_test, self.measure),
             )
         rows, passing = [parent_row], []
-        for candidate in self.candidates(model_dir, methods):
+        for candidate in self.candidates(parent, model_dir, methods):
             session = onnx_session(candidate.model.SerializeToString(), self.threads)
             forward = onnx_forward(session)
             p = forward(self.x_test)
@@ -374,7 +423,8 @@ def compress(
         run_id = run.info.run_id
         evaluator.parent_run_id = run_id  # the variants' evaluations nest under it
         try:
-            rows = Compressor(cfg, client, evaluator).run(parent, model_dir, methods, run_id)
+            compressor = Compressor(cfg, client, evaluator, data_cfg)
+            rows = compressor.run(parent, model_dir, methods, run_id)
         except Exception as error:
             reason = str(error) if isinstance(error, MlopsError) else first_line(error)
             client.set_tag(run_id, "compress.error", reason[:5000])

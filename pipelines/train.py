@@ -117,6 +117,10 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     training.summary_scores(metrics),
                     cfg.data.name,
                 )
+                # what monitoring compares the version's live traffic with
+                training.log_reference_profile(
+                    cfg.logger.tracking_uri, logger.run_id, version, datamodule, module.net
+                )
                 # 5. Promotion gate: challenger vs champion, evaluated from the registry.
                 if cfg.registry.gate.enabled:
                     gate = training.promotion_gate(

@@ -114,8 +114,11 @@ def test_each_family_exports_to_onnx_answering_like_its_torch_graph_with_lineage
     assert tags["compress.method"] == "onnx" and tags["serialization_format"] == "onnx"
     assert int(tags["compress.opset"]) >= 18 and tags["compress.exporter"].startswith("torch.onnx")
     assert tags["compress.onnxruntime"] and tags["data.dvc_md5"] == champion.tags["data.dvc_md5"]
+    # monitored against its parent's training reference
+    assert tags["monitoring.reference_sha256"] == champion.tags["monitoring.reference_sha256"]
     assert variant.run_id == result.run_id != champion.run_id
     assert float(tags["evaluation.test/acc"]) == pytest.approx(onnx_row.accuracy, abs=1e-6)
+    assert tags["compress.worst_recall_drop"].endswith(": 0.0000")  # same answers as torch
     # @champion stays where the gate put it; the move of @onnx is in the alias history
     assert client.get_model_version_by_alias(name, "champion").version == champion.version
     (move,) = [m for m in read_history(client, name) if m.alias == "onnx"]

@@ -19,6 +19,7 @@ from mlops import training
 from mlops.data.arrays import save_npz_reproducibly
 from mlops.errors import DataError, LaunchError, ModelConfigError
 from mlops.models.mlp import MLP
+from mlops.monitoring.reference import load_reference
 from mlops.tracking.lineage import dvc_data_hash, file_md5
 from mlops.tracking.run import build_mlflow_logger
 from mlops.tracking.sweep import SweepJob
@@ -128,6 +129,16 @@ def test_training_is_one_tracked_run_and_one_new_version(
     )
     description = client.get_registered_model(result.model_name).description
     assert f"make deploy MODEL={result.model_name}" in description
+    # the monitoring reference: linked from the version, digested, made from the splits
+    profile, why = load_reference(client, version)
+    assert profile is not None, why
+    assert "reference/sample.npz" in artifacts
+    assert profile["sample_shape"] == [1, 8, 8] and profile["samples"] == 1257
+    assert len(profile["projection"]["bins"]) == 4  # images: principal components
+    assert sum(profile["class_priors"].values()) == pytest.approx(1.0)
+    confidence = profile["confidence"]
+    assert sum(confidence["shares"]) == pytest.approx(1.0) and confidence["samples"] == 270
+    assert 0.0 <= confidence["accuracy"] <= 1.0
     model = mlflow.pyfunc.load_model(f"models:/{result.model_name}/{result.model_version}")
     assert tuple(model.metadata.signature.inputs.inputs[0].shape) == (-1, 1, 8, 8)
     x_test = np.load(digits_file)["x_test"][:9]

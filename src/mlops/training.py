@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -287,6 +288,32 @@ def check_registry_config(cfg: DictConfig) -> None:
     check_serialization_format(cfg.registry.serialization_format)
     if cfg.registry.gate.enabled:
         gate_rule(cfg)
+
+
+def log_reference_profile(
+    tracking_uri: str, run_id: str, version: ModelVersion, datamodule: FilesDataModule,
+    net: nn.Module,
+) -> str:  # fmt: skip
+    """The version's monitoring reference (mlops.monitoring.reference), from the training
+    and validation splits and the registered weights; returns its sha256."""
+    import torch
+
+    from mlops.models.inference import inference_model
+    from mlops.monitoring.reference import log_reference, reference_profile
+
+    model = inference_model(net)
+
+    def probabilities(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    splits = datamodule.splits
+    profile = reference_profile(
+        splits.x_train, splits.y_train, splits.x_val, splits.y_val, probabilities,
+        datamodule.classes, datamodule.feature_names,
+    )  # fmt: skip
+    client = MlflowClient(tracking_uri)
+    return log_reference(client, run_id, version, profile, splits.x_train, splits.y_train)
 
 
 def gate_rule(cfg: DictConfig) -> GateRule:

@@ -18,6 +18,7 @@ class Row:
     agreement: float = 1.0
     registered: str = "-"  # "vN @alias", "no: <why>", or "-" for the parent
     detail: str = ""  # exporter and opset, or what each layer became
+    worst_recall_drop: str = "-"  # e.g. "class 8: 0.0278", the class whose recall fell most
     refusals: list[str] = field(default_factory=list)
 
 
@@ -44,12 +45,13 @@ def comparison_table(title: str, rows: list[Row], batch_size: int) -> Table:
 
 def markdown_table(rows: list[Row], batch_size: int) -> str:
     """The same table for the run's artifact, with what each variant's layers became."""
-    head = ("| variant | accuracy | drop | agreement | size | latency b1 | "
+    head = ("| variant | accuracy | drop | worst recall drop | agreement | size | latency b1 | "
             f"latency b{batch_size} | registered | detail |")  # fmt: skip
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for row in rows:
         lines.append(
-            f"| {row.variant} | {row.accuracy:.4f} | {row.drop:+.4f} | {row.agreement:.4f} | "
+            f"| {row.variant} | {row.accuracy:.4f} | {row.drop:+.4f} | {row.worst_recall_drop} | "
+            f"{row.agreement:.4f} | "
             f"{size_text(row.size_bytes)} | {row.latency_b1_ms * 1000:.0f} us | "
             f"{row.latency_batch_ms * 1000:.0f} us | {row.registered} | {row.detail} |"
         )

@@ -43,7 +43,7 @@ from mlops.registry.model_metadata import labels_for_model, logged_classes
 ONNX, INT8 = "onnx", "onnx-int8"
 METHODS = (ONNX, INT8)
 # a variant's version carries its parent's lineage: the code, data and config it came from
-LINEAGE_PREFIXES = ("git.", "data.", "hydra.", "model.")
+LINEAGE_PREFIXES = ("git.", "data.", "hydra.", "model.", "monitoring.")
 # what makes two variants of one parent the same: compressing again registers nothing new
 SAME_VARIANT_TAGS = ("compress.method", "compress.exporter", "compress.opset", "compress.int8_mode")
 
@@ -114,6 +114,21 @@ class Candidate:
     detail: str
     tags: dict[str, str]
     int8_weight_share: float | None = None
+
+
+def worst_recall_drop(parent: dict[str, float], variant: dict[str, float]) -> str:
+    """The class whose test recall fell most from the parent's, e.g. `class 8: 0.0278`."""
+    from mlops.registry.gate import RECALL_PREFIX
+
+    drops = {
+        key.removeprefix(RECALL_PREFIX): parent[key] - variant.get(key, 0.0)
+        for key in parent
+        if key.startswith(RECALL_PREFIX)
+    }
+    if not drops:
+        return "-"
+    label, drop = max(drops.items(), key=lambda item: item[1])
+    return f"class {label}: {drop:.4f}"
 
 
 def torch_from(array: np.ndarray):
@@ -283,6 +298,7 @@ class Compressor:
                 agreement=scores.agreement,
                 detail=candidate.detail,
                 refusals=refusals(self.rule, parent_scores, scores),
+                worst_recall_drop=worst_recall_drop(parent_scores.metrics, scores.metrics),
             )
             row.registered = "no: " + "; ".join(row.refusals) if row.refusals else "pending"
             rows.append(row)
@@ -348,6 +364,7 @@ class Compressor:
             "compress.parent_run_id": parent.run_id or "",
             "compress.accuracy_drop": f"{row.drop:.6f}",
             "compress.agreement": f"{row.agreement:.6f}",
+            "compress.worst_recall_drop": row.worst_recall_drop,
             "compress.size_bytes": str(row.size_bytes),
             "compress.latency_b1_ms": f"{row.latency_b1_ms:.4f}",
             "compress.rule": json.dumps(asdict(self.rule)),

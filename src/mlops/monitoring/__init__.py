@@ -1,0 +1,1 @@
+"""Monitoring a served version: the reference its live traffic is compared with."""

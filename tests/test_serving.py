@@ -693,3 +693,41 @@ def test_mlops_serve_names_what_is_missing_or_taken_before_starting(tmp_path: Pa
         assert main([*argv, "--port", str(port)]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert f"port {port} on 127.0.0.1 is taken" in line and f"--port {port + 1}" in line
+
+
+def metric_sums(url: str, name: str, label: str) -> dict[str, float]:
+    """`name`'s value summed over everything but `label`, per value of `label`."""
+    sums: dict[str, float] = {}
+    for line in get(url, "/metrics")[1].splitlines():
+        if line.startswith(f"{name}{{"):
+            labels, value = line[len(name) + 1 :].rsplit("} ", 1)
+            key = dict(part.split("=", 1) for part in labels.split(","))[label].strip('"')
+            sums[key] = sums.get(key, 0.0) + float(value)
+    return sums
+
+
+def test_served_inputs_are_counted_against_the_versions_reference(
+    servers, digits_file: Path
+) -> None:
+    """Every sample lands in one bin of each principal component and one confidence
+    bucket; the reference's shares are there to compare with; brightened digits fall
+    outside the training range where test digits seldom do."""
+    served = servers("cnn")
+    url = served["url"]
+    assert json.loads(get(url, "/metadata")[1])["monitoring"] is True
+    x = np.load(digits_file)["x_test"][:40]
+    features = lambda: metric_sums(url, "mlops_input_bin_total", "feature")  # noqa: E731
+    buckets = lambda: sum(metric_sums(url, "mlops_confidence_bucket_total", "bucket").values())  # noqa: E731
+    outside = lambda: metric_sums(url, "mlops_input_out_of_range_total", "feature")  # noqa: E731
+    before, answered, out = features(), buckets(), outside()
+    assert post(url, {"inputs": x.tolist()})[0] == 200
+    after = features()
+    assert sorted(after) == ["pc1", "pc2", "pc3", "pc4"]
+    assert all(after[pc] - before.get(pc, 0.0) == 40 for pc in after)
+    assert buckets() - answered == 40
+    in_range = sum(outside().values()) - sum(out.values())
+    assert in_range < 16  # of 160 values: 40 samples, 4 components
+    reference = metric_sums(url, "mlops_reference_share", "feature")
+    assert reference == pytest.approx({pc: 1.0 for pc in after})
+    assert post(url, {"inputs": (x * 4).tolist()})[0] == 200
+    assert sum(outside().values()) - sum(out.values()) - in_range > 80

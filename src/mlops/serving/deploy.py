@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from mlops.data.validation import Label
 from mlops.errors import DeployError
 from mlops.messages import tell
+from mlops.monitoring.live import REFERENCE_FILE
 from mlops.registry.aliases import ensure_reachable, resolve_version
 from mlops.registry.model_metadata import logged_classes, logged_features
 from mlops.serving.compiled import COMPILED_FILE, compile_forward
@@ -183,6 +184,21 @@ def _compile(tag: str, deployment: Deployment, context: Path) -> tuple[str, ...]
     return compiled
 
 
+def _write_reference(cfg: DictConfig, client: MlflowClient, version, context: Path) -> bool:
+    """The version's reference profile into the build context, for the workers to count
+    live inputs against (deploy.monitoring); False, with the reason, when there is none."""
+    from mlops.monitoring.reference import load_reference
+
+    if not cfg.deploy.get("monitoring", True):  # a config folder older than the key: on
+        return False
+    profile, why = load_reference(client, version)
+    if profile is None:
+        tell(f"deploy.monitoring: {why}; served without input monitoring")
+        return False
+    (context / REFERENCE_FILE).write_text(json.dumps(profile))
+    return True
+
+
 def bundle_library(context: Path) -> None:
     """The Bento carries the mlops code it serves, as of this deploy: `bentoml serve` puts
     the Bento's own folder first on the import path, so a Bento exported, containerized or
@@ -273,6 +289,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     context.mkdir(parents=True)
     (context / "service.py").write_text(SERVICE_ENTRY)
     bundle_library(context)
+    deployment = replace(deployment, monitoring=_write_reference(cfg, client, version, context))
     if cfg.deploy.compile and model_format == "pytorch":  # ONNX Runtime optimizes on load
         deployment = replace(
             deployment, compiled_for=_compile(deployment.bento_model_tag, deployment, context)
@@ -289,7 +306,8 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         version=f"v{number}",
         build_ctx=str(context),
         include=["service.py", "deployment.json", "mlops/**/*.py"]
-        + ([COMPILED_FILE] if deployment.compiled_for else []),
+        + ([COMPILED_FILE] if deployment.compiled_for else [])
+        + ([REFERENCE_FILE] if deployment.monitoring else []),
         labels=labels,
         python=python,
         envs=build_envs,

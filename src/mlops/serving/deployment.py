@@ -46,6 +46,8 @@ class Deployment:
     # mlops.serving.compiled) was built on; empty: the Bento has none
     compiled_for: tuple[str, ...] = ()
     model_format: str = "pytorch"  # pytorch | onnx (served by ONNX Runtime, without torch)
+    # inputs and confidence counted against the version's reference (reference.json)
+    monitoring: bool = False
 
     @property
     def labels(self) -> tuple[int | str, ...]:
@@ -75,5 +77,5 @@ class Deployment:
     def public_metadata(self) -> dict[str, object]:
         keys = ("model_name", "model_version", "alias", "run_id", "git_commit", "data_md5",
                 "data_matches_pin", "input_shape", "num_classes", "classes", "features",
-                "bento_model_tag", "model_format")  # fmt: skip
+                "bento_model_tag", "model_format", "monitoring")  # fmt: skip
         return {key: getattr(self, key) for key in keys}

@@ -222,6 +222,11 @@ class ClassifierService:
             SERVED["runtime"] = runtime_version()
         else:
             self.probabilities = load_torch_probabilities(folder)
+        self.monitor = None
+        if DEPLOYMENT.monitoring:  # the version's reference travels in the Bento
+            from mlops.monitoring.live import REFERENCE_FILE, InputMonitor
+
+            self.monitor = InputMonitor.from_file(Path(REFERENCE_FILE))
         self.batch_size, model_info, predictions = service_metrics()
         # one series per class from the start, at 0 until predicted: a class that is never
         # predicted shows as 0 rather than as a missing series
@@ -247,6 +252,8 @@ class ClassifierService:
     async def predict(self, inputs: Inputs) -> PredictionList:
         self.batch_size.observe(len(inputs))
         probabilities = self.probabilities(inputs)
+        if self.monitor is not None:
+            self.monitor.observe(inputs, probabilities)
         predicted = probabilities.argmax(axis=1)
         counts = np.bincount(predicted, minlength=len(LABELS))
         for index in np.flatnonzero(counts).tolist():

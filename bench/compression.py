@@ -18,16 +18,13 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
-
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from bench.loadgen import Load, post_script, run_wrk, wrk_binary
 from bench.report import REPORT, ROOT, markdown_table, met, publish, ratio
 from bench.serving import BATCH, CONNECTIONS, median_load, payload
 from mlops.quiet import artifact_progress_bars_only_when_asked
+from tests.pinned import pinned_distributions
 from tests.servers import free_port, running_server
 
 BIN = Path(sys.executable).parent
@@ -97,27 +94,13 @@ def compression_table(results: dict) -> str:
 
 
 def installed_bytes(requirements: list[str]) -> int:
-    """Bytes on disk of the pinned distributions and everything they require (as installed
-    here; extras not followed, as pip follows none for these pins)."""
-    seen: set[str] = set()
-    pending = [Requirement(r).name for r in requirements if r and not r.startswith("-")]
+    """Bytes on disk of the pinned distributions and everything they require, as installed
+    here."""
     total = 0
-    while pending:
-        name = canonicalize_name(pending.pop())
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            installed = distribution(name)
-        except PackageNotFoundError:
-            continue
+    for installed in pinned_distributions(requirements):
         for file in installed.files or []:
             path = Path(installed.locate_file(file))
             total += path.stat().st_size if path.is_file() else 0
-        for line in installed.requires or []:
-            requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                pending.append(requirement.name)
     return total
 
 

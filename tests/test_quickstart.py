@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KNOWN_CHATTER, ROOT
-from tests.servers import free_port, wait_until_ready
+from tests.servers import free_port, stop_group, wait_until_ready
 
 TRY_IT = "Try the path from data to an answer"
 
@@ -84,9 +83,4 @@ def test_the_readme_path_from_training_to_an_answer_runs_as_written(clone: Path)
         assert (metadata["model_name"], metadata["model_version"]) == ("digits-cnn", "1")
         assert metadata["alias"] == "champion" and metadata["data_matches_pin"] == "true"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)

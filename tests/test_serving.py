@@ -14,7 +14,7 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from importlib.metadata import PackageNotFoundError, distribution, version
+from importlib.metadata import version
 from pathlib import Path
 
 import bentoml
@@ -22,8 +22,6 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from mlops.errors import DeployError, RegistryError
 from mlops.quiet import ARTIFACT_PROGRESS_BAR
@@ -38,6 +36,7 @@ from mlops.serving.deploy import bento_name, deploy
 from mlops.serving.worker import ClientErrorsInOneLine, log_client_errors_in_one_line
 from pipelines.train import train
 from tests.conftest import ROOT
+from tests.pinned import pinned_distributions
 from tests.servers import free_port
 
 FAMILIES = {
@@ -271,28 +270,13 @@ print(json.dumps({"mlops": mlops.__file__, "answers": len(answer),
 
 def pinned_site(requirements: list[str], folder: Path) -> Path:
     """A site-packages holding only what `pip install` of these pins brings (links into this
-    environment's: their modules and metadata). Extras are not followed, as pip follows
-    none for these pins."""
+    environment's: their modules and metadata)."""
     folder.mkdir()
-    seen: set[str] = set()
-    pending = [Requirement(line).name for line in requirements if not line.startswith("-")]
-    while pending:
-        name = canonicalize_name(pending.pop())
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            installed = distribution(name)
-        except PackageNotFoundError:  # a dependency of another platform
-            continue
+    for installed in pinned_distributions(requirements):
         site = Path(installed.locate_file(""))
         for top in {Path(file).parts[0] for file in installed.files or []} - {".."}:
             with contextlib.suppress(FileExistsError):
                 (folder / top).symlink_to(site / top)
-        for line in installed.requires or []:
-            requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                pending.append(requirement.name)
     return folder
 
 

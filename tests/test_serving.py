@@ -715,3 +715,8 @@ def test_served_inputs_are_counted_against_the_versions_reference(
     assert reference == pytest.approx({pc: 1.0 for pc in after})
     assert post(url, {"inputs": (x * 4).tolist()})[0] == 200
     assert sum(outside().values()) - sum(out.values()) - in_range > 80
+    # what monitoring/prometheus/rules.yml reads is on this /metrics
+    from tests.test_prometheus_rules import rules_metric_names
+
+    exported = get(url, "/metrics")[1]
+    assert all(f"\n{name}{{" in exported for name in rules_metric_names()), rules_metric_names()

@@ -10,22 +10,24 @@ installed size of what each Bento pins.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from bench.loadgen import Load, post_script, run_wrk, wrk_binary
+from bench.loadgen import Load, post_script, wrk_binary
 from bench.report import REPORT, ROOT, markdown_table, met, publish, ratio
 from bench.serving import BATCH, CONNECTIONS, median_load, payload
+from bench.serving import measure as serving_measure
 from mlops.quiet import artifact_progress_bars_only_when_asked
 from tests.pinned import pinned_distributions
-from tests.servers import free_port, running_server
+from tests.servers import running_server
 
 BIN = Path(sys.executable).parent
 FAMILIES = {"mlp": ["model=mlp"], "cnn": ["model=cnn"], "rnn": ["model=rnn"]}
@@ -124,6 +126,18 @@ class MemoryWatch:
             time.sleep(0.2)
 
 
+@contextlib.contextmanager
+def watched(process) -> Iterator[MemoryWatch]:
+    watch = MemoryWatch(process.pid)
+    sampler = threading.Thread(target=watch.sample, daemon=True)
+    sampler.start()
+    try:
+        yield watch
+    finally:
+        watch.stop.set()
+        sampler.join()
+
+
 def measure(
     start: Callable[[int], AbstractContextManager],
     path: str,
@@ -131,22 +145,18 @@ def measure(
     seconds: int,
     repeats: int,
 ) -> tuple[dict[str, Load], MemoryWatch]:
-    """Median load per request kind, and the peak worker memory under it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}{path}"
-    with start(port) as process:
-        for script in scripts.values():
-            run_wrk(url, script, CONNECTIONS, 3)
-        watch = MemoryWatch(process.pid)
-        sampler = threading.Thread(target=watch.sample, daemon=True)
-        sampler.start()
-        loads = {
-            name: median_load([run_wrk(url, script, CONNECTIONS, seconds) for _ in range(repeats)])
-            for name, script in scripts.items()
-        }
-        watch.stop.set()
-        sampler.join()
-    return loads, watch
+    """Median load per request kind (the serving benchmark's runs), and the peak worker
+    memory under it."""
+    watches: list[MemoryWatch] = []
+
+    @contextlib.contextmanager
+    def under_load(process) -> Iterator[None]:
+        with watched(process) as watch:
+            watches.append(watch)
+            yield
+
+    runs = serving_measure(start, path, scripts, seconds, repeats, under_load)
+    return {name: median_load(loads) for name, loads in runs.items()}, watches[0]
 
 
 def servers(workdir: Path, bentos: dict[str, str], onnx_folder: Path) -> dict:

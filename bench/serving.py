@@ -12,9 +12,11 @@ into a throwaway BentoML home, starts each server on a free 127.0.0.1 port, and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -132,16 +134,20 @@ def measure(
     scripts: dict[str, Path],
     seconds: int,
     repeats: int,
+    under_load: Callable[[subprocess.Popen], AbstractContextManager] | None = None,
 ) -> dict[str, list[Load]]:
+    """`repeats` wrk runs per script after a warm-up; `under_load(server process)` is
+    entered around the timed runs (the compression benchmark samples memory in it)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}{path}"
-    with start(port):
+    with start(port) as process:
         for script in scripts.values():
             run_wrk(url, script, CONNECTIONS, 3)  # warm-up: first batches, caches, JIT paths
-        return {
-            name: [run_wrk(url, script, CONNECTIONS, seconds) for _ in range(repeats)]
-            for name, script in scripts.items()
-        }
+        with under_load(process) if under_load else contextlib.nullcontext():
+            return {
+                name: [run_wrk(url, script, CONNECTIONS, seconds) for _ in range(repeats)]
+                for name, script in scripts.items()
+            }
 
 
 def median_load(loads: list[Load]) -> Load:

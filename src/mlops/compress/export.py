@@ -84,9 +84,9 @@ def export_onnx(
         for line in said.getvalue().splitlines():
             LOG.info(line)
     model, exporter = without_debug_info(exported.model_proto), EXPORTER
-    if steps_axis is not None and not is_free(model, steps_axis):
-        model, exporter = legacy_export(source, example, steps_axis, model), LEGACY_EXPORTER
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if steps_axis is not None and not is_free(model, steps_axis):
+        model, exporter = legacy_export(source, example, steps_axis, opset), LEGACY_EXPORTER
     return OnnxExport(model, f"{exporter} {torch.__version__.split('+')[0]}", opset)
 
 
@@ -96,14 +96,13 @@ def is_free(model, axis: int) -> bool:
     return bool(graph_input.type.tensor_type.shape.dim[axis].dim_param)
 
 
-def legacy_export(network: nn.Module, example: np.ndarray, steps_axis: int, like):
+def legacy_export(network: nn.Module, example: np.ndarray, steps_axis: int, opset: int):
     """The TorchScript exporter, at the opset the dynamo exporter chose."""
     import warnings
 
     import onnx
     import torch
 
-    opset = next(o.version for o in like.opset_import if o.domain in ("", "ai.onnx"))
     buffer = io.BytesIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # its deprecation notice: the parity check decides

@@ -197,16 +197,15 @@ class Compressor:
         return (None, f"{problem} against the registered graph") if problem else (network, "")
 
     def candidates(
-        self, parent: ModelVersion, model_dir: Path, methods: list[str]
+        self, parent: ModelVersion, model_dir: Path, methods: list[str], torch_forward
     ) -> list[Candidate]:
-        """The variants asked for, the ONNX export checked against the torch graph first."""
+        """The variants asked for, the ONNX export checked against `torch_forward` (the
+        registered graph) first."""
         import onnxruntime
 
         from mlops.compress.network import other_lengths, steps_axis
-        from mlops.models.inference import load_probability_model
 
         sizes = [*self.cfg.compress.onnx.parity_batch_sizes, int(self.cfg.deploy.max_batch_size)]
-        torch_forward = load_probability_model(model_dir)
         network, fixed_because = self.free_steps_network(parent, torch_forward, sizes)
         axis = steps_axis(self.x_test.shape[1:])
         if network is not None:
@@ -280,7 +279,7 @@ class Compressor:
                 *latencies(torch_forward, self.x_test, self.measure),
             )
         rows, passing = [parent_row], []
-        for candidate in self.candidates(parent, model_dir, methods):
+        for candidate in self.candidates(parent, model_dir, methods, torch_forward):
             session = onnx_session(candidate.model.SerializeToString(), self.threads)
             forward = onnx_forward(session)
             p = forward(self.x_test)

@@ -719,4 +719,65 @@ def test_served_inputs_are_counted_against_the_versions_reference(
     from tests.test_prometheus_rules import rules_metric_names
 
     exported = get(url, "/metrics")[1]
-    assert all(f"\n{name}{{" in exported for name in rules_metric_names()), rules_metric_names()
+    missing = {name for name in rules_metric_names()
+               if f"\n{name}{{" not in exported and f"\n{name} " not in exported}  # fmt: skip
+    assert not missing, missing
+
+
+def predict_with_id(url: str, x: np.ndarray) -> tuple[list[dict], str]:
+    request = urllib.request.Request(f"{url}/predict", json.dumps({"inputs": x.tolist()}).encode(),
+                                     headers={"content-type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read()), response.headers["X-Request-ID"]
+
+
+def test_fed_back_labels_count_each_answer_right_or_wrong_per_class(
+    servers, digits_file: Path
+) -> None:
+    """Delayed labels over HTTP: 30 answers, the true label sent back for each (every
+    fifth one said to be another digit); ids this version never issued are counted
+    apart; requests that are not feedback are 400, never 5xx."""
+    served = servers("cnn")
+    url = served["url"]
+    x = np.load(digits_file)["x_test"][:30]
+    answers, ids = [], []
+    for start in (0, 1, 11):  # requests of 1, 10 and 19 samples
+        answer, request_id = predict_with_id(url, x[start : {0: 1, 1: 11, 11: 30}[start]])
+        answers += answer
+        ids += [(request_id, index) for index in range(len(answer))]
+    assert len({request_id for request_id, _ in ids}) == 3
+    predicted = [answer["label"] for answer in answers]
+    truth = [(p + 1) % 10 if i % 5 == 0 else p for i, p in enumerate(predicted)]
+    items = [{"request_id": rid, "index": index, "label": label}
+             for (rid, index), label in zip(ids, truth, strict=True)]  # fmt: skip
+    before = metric_sums(url, "mlops_feedback_total", "outcome")
+    status, count = post(url, {"items": items}, "/feedback")
+    assert status == 200, count
+    assert count == {"received": 30, "matched": 30, "correct": 24, "unknown": 0, "expired": 0}
+    after = metric_sums(url, "mlops_feedback_total", "outcome")
+    assert after["correct"] - before.get("correct", 0) == 24
+    assert after["wrong"] - before.get("wrong", 0) == 6
+
+    first_id = ids[0][0]
+    strangers = [{"request_id": first_id, "index": 1, "label": 0},  # the answer had one sample
+                 {"request_id": first_id[:-1] + "x", "label": 0},
+                 {"request_id": "made-up", "label": 0}]  # fmt: skip
+    unmatched = metric_sums(url, "mlops_feedback_unmatched_total", "reason")
+    status, count = post(url, {"items": strangers}, "/feedback")
+    assert status == 200 and count["matched"] == 0 and count["unknown"] == 3, count
+    assert metric_sums(url, "mlops_feedback_unmatched_total", "reason")["unknown"] == (
+        unmatched["unknown"] + 3
+    )
+    bad = {
+        "unknown label": ({"items": [{"request_id": first_id, "label": 10}]}, "not one of the"),
+        "no label": ({"items": [{"request_id": first_id}]}, "label"),
+        "negative index": ({"items": [{"request_id": first_id, "index": -1, "label": 1}]}, "index"),
+        "no items": ({"items": []}, "items"),
+        "not a list": ({"items": 5}, "items"),
+        "null": (b"null", "should be an object"),
+        "not JSON": (b"{", "Invalid JSON"),
+    }
+    for case, (body, reason) in bad.items():
+        status, message = post(url, body, "/feedback")
+        assert status == 400 and reason in str(message), (case, status, message)
+    assert metric_sums(url, "mlops_feedback_total", "outcome") == after  # none of it counted

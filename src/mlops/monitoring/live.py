@@ -48,6 +48,15 @@ class InputMonitor:
             "mlops_reference_confidence_share", "The validation split's share of each "
             "confidence bucket", ["bucket"], multiprocess_mode="max",
         )  # fmt: skip
+        priors = Gauge("mlops_reference_class_share", "The training split's share of each "
+                       "class (the served class mix is compared with)", ["label"],
+                       multiprocess_mode="max")  # fmt: skip
+        accuracy = Gauge("mlops_reference_accuracy", "The validation split's accuracy (live "
+                         "accuracy from feedback is compared with)",
+                         multiprocess_mode="max")  # fmt: skip
+        for label, share in profile["class_priors"].items():
+            priors.labels(label=label).set(share)
+        accuracy.set(profile["confidence"]["accuracy"])
         self.bin_counters = [
             [bins.labels(feature=name, bin=str(i)) for i in range(len(edges) + 1)]
             for name, edges in zip(self.names, self.edges, strict=True)

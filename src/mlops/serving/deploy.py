@@ -144,6 +144,12 @@ def _check_settings(cfg: DictConfig) -> None:
             f"deploy.reconnect_every={reconnect_every}: use a number of responses (100) or 0 "
             "to keep connections open"
         )
+    ttl = float(cfg.deploy.get("feedback_ttl_days", 30))
+    if not ttl > 0:
+        raise DeployError(
+            f"deploy.feedback_ttl_days={ttl}: use the days after an answer its label may "
+            "still come back (30)"
+        )
 
 
 def _compile(tag: str, deployment: Deployment, context: Path) -> tuple[str, ...]:
@@ -271,6 +277,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         access_log=bool(cfg.deploy.access_log),
         tracing=bool(cfg.deploy.tracing),
         reconnect_every=int(cfg.deploy.reconnect_every),
+        feedback_ttl_days=float(cfg.deploy.get("feedback_ttl_days", 30)),
         model_format=model_format,
     )
     labels = {

@@ -48,6 +48,7 @@ class Deployment:
     model_format: str = "pytorch"  # pytorch | onnx (served by ONNX Runtime, without torch)
     # inputs and confidence counted against the version's reference (reference.json)
     monitoring: bool = False
+    feedback_ttl_days: float = 30.0  # /feedback matches answers up to this old
 
     @property
     def labels(self) -> tuple[int | str, ...]:

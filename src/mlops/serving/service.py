@@ -1,6 +1,8 @@
 """The BentoML service: one registered model version behind HTTP.
 
-POST /predict   {"inputs": [...]} -> [{"label": ..., "probabilities": [...]}, ...]
+POST /predict   {"inputs": [...]} -> [{"label": ..., "probabilities": [...]}, ...], with an
+                X-Request-ID header naming the answer (mlops.monitoring.feedback)
+POST /feedback  {"items": [{"request_id": ..., "index": 0, "label": ...}, ...]}: delayed labels
 GET  /metadata  model name, version, alias, run id, data hash, classes, features, format
                 and runtime (torch, or ONNX Runtime for an ONNX version: no torch imported)
 /livez, /readyz, /metrics (Prometheus; model info, batch sizes and predictions per label added).
@@ -12,6 +14,8 @@ merges it with others, so a bad request never fails anyone else's.
 from __future__ import annotations
 
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,9 +25,10 @@ import numpy as np
 import orjson
 from _bentoml_sdk.io_models import IODescriptor, IORootModel
 from bentoml.validators import DType, Shape
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 from starlette.responses import Response
 
+from mlops.monitoring.feedback import RequestIds, feedback_metrics
 from mlops.serving.compiled import COMPILED_FILE, load_compiled_forward
 from mlops.serving.deployment import MLFLOW_MODEL_FOLDER, Deployment
 from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
@@ -138,6 +143,12 @@ LABELS = DEPLOYMENT.labels
 # for a CSV of names; so is its type in the OpenAPI schema
 Label = str if any(isinstance(label, str) for label in LABELS) else int
 NUMBERED = tuple(range(len(LABELS))) == LABELS  # output index == label: no lookup
+LABEL_INDEX = {label: index for index, label in enumerate(LABELS)}
+REQUEST_IDS = RequestIds(
+    f"{DEPLOYMENT.model_name}/{DEPLOYMENT.model_version}/{DEPLOYMENT.run_id}",
+    LABELS,
+    DEPLOYMENT.feedback_ttl_days,
+)
 
 
 class Prediction(BaseModel):
@@ -153,7 +164,8 @@ class PredictionList(IORootModel[list[Prediction]]):
     and 112 us for 64 (in-process, even with pydantic's serializer as the encoder). Here
     orjson encodes the plain list `predict` built (the same JSON values) into one body:
     0.3 and 17 us. The media type is declared: BentoML derives it from the JSON schema,
-    regenerated on every response (a quarter of a request's time, profiled)."""
+    regenerated on every response (a quarter of a request's time, profiled). The answer's
+    request id, for feedback, is issued here: this is where one request's answers are."""
 
     @classmethod
     def mime_type(cls) -> str:
@@ -161,7 +173,31 @@ class PredictionList(IORootModel[list[Prediction]]):
 
     @classmethod
     async def to_http_response(cls, obj: list[dict], serde: Serde) -> Response:
-        return Response(orjson.dumps(obj), media_type="application/json")
+        request_id = REQUEST_IDS.issue([answer["label"] for answer in obj])
+        return Response(orjson.dumps(obj), media_type="application/json",
+                        headers={"X-Request-ID": request_id})  # fmt: skip
+
+
+class FeedbackItem(BaseModel):
+    request_id: str = Field(max_length=4096, description="an answer's X-Request-ID header")
+    index: int = Field(0, ge=0, description="the sample's position in that request")
+    label: Label = Field(description="the sample's true label")
+
+    @field_validator("label")
+    @classmethod
+    def known_label(cls, label: int | str) -> int | str:
+        if label not in LABEL_INDEX:
+            shown = ", ".join(map(repr, LABELS[:20])) + (", ..." if len(LABELS) > 20 else "")
+            raise ValueError(f"label {label!r} is not one of the model's classes: {shown}")
+        return label
+
+
+class FeedbackCount(BaseModel):
+    received: int
+    matched: int = Field(description="items matched to an answer of this version")
+    correct: int = Field(description="matched items whose answer was the label")
+    unknown: int = Field(description="ids this version did not issue, or no such sample")
+    expired: int = Field(description="ids older than the deployment's feedback_ttl_days")
 
 
 def service_metrics():
@@ -228,6 +264,7 @@ class ClassifierService:
 
             self.monitor = InputMonitor.from_file(Path(REFERENCE_FILE))
         self.batch_size, model_info, predictions = service_metrics()
+        self.judged, self.unmatched = feedback_metrics(LABELS)
         # one series per class from the start, at 0 until predicted: a class that is never
         # predicted shows as 0 rather than as a missing series
         self.predicted = [predictions.labels(label=str(label)) for label in LABELS]
@@ -266,6 +303,29 @@ class ClassifierService:
             {"label": label, "probabilities": row}
             for label, row in zip(labels, probabilities.tolist(), strict=True)
         ]
+
+    @bentoml.api
+    async def feedback(
+        self, items: Annotated[list[FeedbackItem], Field(min_length=1, max_length=10_000)]
+    ) -> FeedbackCount:
+        """Delayed labels: each item names an answer (its X-Request-ID and the sample's
+        index in that request) and the true label; counted right or wrong per class."""
+        now = time.time()
+        counts: Counter[str] = Counter()
+        for item in items:
+            predicted = REQUEST_IDS.predicted(item.request_id, item.index, now)
+            if isinstance(predicted, str):  # unknown or expired
+                counts[predicted] += 1
+                self.unmatched[predicted].inc()
+                continue
+            truth = LABEL_INDEX[item.label]
+            outcome = "correct" if predicted == truth else "wrong"
+            counts[outcome] += 1
+            self.judged[(truth, outcome)].inc()
+        return FeedbackCount(
+            received=len(items), matched=counts["correct"] + counts["wrong"],
+            correct=counts["correct"], unknown=counts["unknown"], expired=counts["expired"],
+        )  # fmt: skip
 
 
 ClassifierService.add_asgi_middleware(RequestHeadersCheck, max_body_bytes=DEPLOYMENT.max_body_bytes)

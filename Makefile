@@ -14,6 +14,7 @@ REASON ?=
 INPUT ?=
 OUTPUT ?=
 SERVE_PORT ?= 3000
+MONITOR_PORT ?= 9090
 BENTOML_STORE ?= $(CURDIR)/.bentoml
 BENTO_BUILD_DIR ?= .bentoml-build
 BENCH ?= all
@@ -32,7 +33,7 @@ refuse_taken_port = if (exec 3<>/dev/tcp/127.0.0.1/$(1)) 2>/dev/null; then \
 	exit 1; fi
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui bench clean evaluate compress promote rollback history show predict deploy serve containerize
+.PHONY: help install data train test lint ui bench clean evaluate compress promote rollback history show predict deploy serve monitor containerize
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -83,6 +84,12 @@ deploy: install ## build a Bento of MODEL at VERSION (default @champion)
 serve: install ## serve the last Bento built by make deploy on 127.0.0.1:3000 (SERVE_PORT=...)
 	@$(call refuse_taken_port,$(SERVE_PORT),serve,SERVE_PORT)
 	@$(BIN)/mlops serve --port $(SERVE_PORT) paths.bentoml_home=$(BENTOML_STORE) paths.bento_build_dir=$(BENTO_BUILD_DIR)
+
+monitor: install ## Prometheus on 127.0.0.1:9090 scraping make serve's service with the project's rules (MONITOR_PORT=...)
+	@command -v prometheus >/dev/null || { echo "installing prometheus (Debian package)"; \
+		apt-get install -y -qq prometheus >/dev/null 2>&1 || sudo apt-get install -y -qq prometheus >/dev/null; }
+	@$(call refuse_taken_port,$(MONITOR_PORT),monitor,MONITOR_PORT)
+	@$(BIN)/mlops monitor prometheus --port $(MONITOR_PORT) --target 127.0.0.1:$(SERVE_PORT) $(ARGS)
 
 containerize: install ## docker image of the last Bento (needs a Docker engine)
 	@test -f $(BENTO_BUILD_DIR)/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }

@@ -12,6 +12,7 @@ BENCHMARKS = (
     "train_speed",
     "ddp_scaling",
     "serving",
+    "monitoring",
     "compression",
     "cold_start",
     "gpu_configs",

@@ -26,7 +26,8 @@ def make_train_seconds(workdir: Path) -> tuple[float, str]:
     args = (
         f"logger.tracking_uri=sqlite:///{workdir / 'mlflow.db'} "
         f"paths.log_dir={workdir / 'logs'} paths.mlflow_artifacts_dir={workdir / 'art'} "
-        f"paths.bentoml_home={workdir / 'bentoml'} paths.bento_build_dir={workdir / 'build'}"
+        f"paths.bentoml_home={workdir / 'bentoml'} paths.bento_build_dir={workdir / 'build'} "
+        f"paths.payload_dir={workdir / 'payloads'}"
     )
     start = time.perf_counter()
     job = subprocess.run(

@@ -49,6 +49,7 @@ def config(workdir: Path, family: str):
         f"paths.output_dir={workdir / 'run' / family}",
         f"paths.mlflow_artifacts_dir={workdir / 'art'}",
         f"paths.bentoml_home={workdir / 'bentoml'}", f"paths.bento_build_dir={workdir / 'build'}",
+        f"paths.payload_dir={workdir / 'payloads'}",
     ])  # fmt: skip
 
 

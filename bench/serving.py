@@ -54,6 +54,7 @@ def train_and_deploy(workdir: Path) -> tuple[str, str, str]:
         f"paths.mlflow_artifacts_dir={workdir / 'art'}",
         f"paths.bentoml_home={workdir / 'bentoml'}",
         f"paths.bento_build_dir={workdir / 'build'}",
+        f"paths.payload_dir={workdir / 'payloads'}",
     ]
     cfg = compose_config(ROOT / "conf", overrides)
     result = train(cfg)

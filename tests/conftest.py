@@ -68,8 +68,8 @@ FAST = [
 # what a user's own work leaves in the project, which no test may add to or change: MLflow
 # artifacts of a store without an artifact root (./mlruns: the project's store is sqlite with
 # mlartifacts/, so any ./mlruns is a test's), and the Bento build folder, whose LAST_BENTO
-# names what `make serve` serves
-PROJECT_STATE = (ROOT / "mlruns", ROOT / ".bentoml-build")
+# names what `make serve` serves, and the payload log a served version writes
+PROJECT_STATE = (ROOT / "mlruns", ROOT / ".bentoml-build", ROOT / "payloads")
 
 
 def project_state() -> dict[str, str]:
@@ -129,6 +129,7 @@ def make_cfg(tmp_path: Path, digits_file: Path, tracking_uri: str) -> Callable[.
                 # deploys build (and name their LAST_BENTO, which `make serve` serves) here,
                 # not in the project's .bentoml-build/
                 f"paths.bento_build_dir={tmp_path / 'bento-build'}",
+                f"paths.payload_dir={tmp_path / 'payloads'}",
                 f"paths.bentoml_home={os.environ['BENTOML_HOME']}",
                 f"logger.tracking_uri={tracking_uri}",
                 *FAST,
@@ -137,6 +138,18 @@ def make_cfg(tmp_path: Path, digits_file: Path, tracking_uri: str) -> Callable[.
         )
 
     return make
+
+
+@pytest.fixture(scope="module")
+def servers(request, tmp_path_factory, digits_file: Path, tracking_uri: str) -> Iterator:
+    """`servers(family)`: that family's champion served over HTTP (tests/served.py). Per
+    module: pytest stops a module's servers before the next module's tests, so no two
+    servers of one BENTOML_HOME (whose Prometheus directory they would share) overlap."""
+    from tests.served import Servers
+
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    with Servers(tmp_path_factory, digits_file, tracking_uri, module) as serve:
+        yield serve
 
 
 @pytest.fixture(scope="session")

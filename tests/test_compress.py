@@ -54,6 +54,7 @@ def trained(
                 f"data.path={digits_file}", f"paths.root_dir={ROOT}",
                 f"paths.output_dir={work / 'out'}", f"paths.mlflow_artifacts_dir={work / 'art'}",
                 f"logger.tracking_uri={tracking_uri}", f"registry.model_name=compress-{family}",
+                f"paths.payload_dir={work / 'payloads'}",
                 *FAST, "~trainer.limit_train_batches", "test=false",
                 "compress.measure.repeats=20", "compress.measure.warmup=2",
             ]  # fmt: skip

@@ -90,6 +90,7 @@ def test_a_project_without_data_dvc_still_trains(project: Path) -> None:
 
 
 @pytest.mark.parametrize(("target", "variable", "tool"), [("serve", "SERVE_PORT", "mlops"),
+                                                          ("monitor", "MONITOR_PORT", "mlops"),
                                                           ("ui", "UI_PORT", "mlflow")])  # fmt: skip
 def test_servers_refuse_a_taken_port_before_starting(
     project: Path, target: str, variable: str, tool: str

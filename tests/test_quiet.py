@@ -24,8 +24,19 @@ def test_the_litlogger_tip_goes_and_other_trainer_lines_stay(
 ) -> None:
     silence_unactionable_messages()
     silence_unactionable_messages()  # twice, as two trainings in one process do
-    with caplog.at_level(logging.INFO):
-        L.Trainer(accelerator="cpu", logger=CSVLogger(tmp_path), enable_progress_bar=False)
+    # BentoML's logging set-up, run by an earlier test in this process (bentoml.serve),
+    # disables the loggers that exist by then (dictConfig's disable_existing_loggers)
+    loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict
+               if "lightning" in name]  # fmt: skip
+    disabled = [logger for logger in loggers if logger.disabled]
+    for logger in disabled:
+        logger.disabled = False
+    try:
+        with caplog.at_level(logging.INFO):
+            L.Trainer(accelerator="cpu", logger=CSVLogger(tmp_path), enable_progress_bar=False)
+    finally:
+        for logger in disabled:
+            logger.disabled = True
     messages = [record.getMessage() for record in caplog.records]
     assert any(message.startswith("GPU available") for message in messages)
     assert not any("litlogger" in message for message in messages)

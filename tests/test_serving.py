@@ -9,10 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
@@ -37,94 +34,15 @@ from mlops.serving.worker import ClientErrorsInOneLine, log_client_errors_in_one
 from pipelines.train import train
 from tests.conftest import ROOT
 from tests.pinned import pinned_distributions
-from tests.servers import free_port
-
-FAMILIES = {
-    "mlp": ["model=mlp"],
-    "cnn": ["model=cnn", "deploy.compile=true"],  # as `make deploy` builds it
-    "rnn": ["model=rnn", "model.cell=lstm"],
-    # the digits as a CSV: 64 pixel columns and each label written as its English name
-    "named": ["model=mlp", "data=files", "data.name=named", "data.label_column=digit"],
-}
-DIGIT_NAMES = np.array(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+from tests.served import (
+    DIGIT_NAMES,
+    MAX_BODY,
+    PIXELS,
+    get,
+    metric_sums,
+    post,
+    predict_with_id,
 )
-
-
-PIXELS = [f"p{i:02d}" for i in range(64)]
-
-
-def digits_with_names(digits_file: Path, folder: Path) -> Path:
-    """The digits as a CSV: a column per pixel and the label as the digit's name."""
-    import pandas as pd
-
-    arrays = np.load(digits_file)
-    x = np.concatenate([arrays[k] for k in ("x", "x_val", "x_test")]).reshape(-1, 64)
-    y = np.concatenate([arrays[k] for k in ("y", "y_val", "y_test")])
-    path = folder / "named.csv"
-    pd.DataFrame(x, columns=PIXELS).assign(digit=DIGIT_NAMES[y]).to_csv(path, index=False)
-    return path
-
-
-MAX_BODY = 200_000
-
-
-def post(
-    url: str, body: bytes | dict, path: str = "/predict", content_type: str = "application/json"
-) -> tuple[int, object]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(f"{url}{path}", data=data,
-                                     headers={"content-type": content_type})  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def get(url: str, path: str) -> tuple[int, str]:
-    with urllib.request.urlopen(f"{url}{path}", timeout=30) as response:
-        return response.status, response.read().decode()
-
-
-@pytest.fixture(scope="module")
-def servers(
-    tmp_path_factory, digits_file: Path, tracking_uri: str
-) -> Iterator[Callable[[str], dict]]:
-    """Per family, on first use: train, deploy the champion, serve the built Bento. One
-    server at a time: servers sharing a BENTOML_HOME share its Prometheus directory."""
-    from tests.conftest import FAST, compose_config
-
-    started: dict[str, dict] = {}
-    with contextlib.ExitStack() as stack:
-
-        def serve(family: str) -> dict:
-            if family in started:
-                return started[family]
-            stack.close()  # stop the previous family's server
-            started.clear()
-            work = tmp_path_factory.mktemp(f"serve-{family}")
-            name = f"serve-{family}"
-            data_file = digits_with_names(digits_file, work) if family == "named" else digits_file
-            cfg = compose_config([
-                f"data.path={data_file}", f"paths.root_dir={ROOT}",
-                f"paths.output_dir={work / 'out'}",
-                f"paths.mlflow_artifacts_dir={work / 'mlartifacts'}",
-                f"paths.bento_build_dir={work / 'build'}",
-                f"logger.tracking_uri={tracking_uri}", f"registry.model_name={name}",
-                f"deploy.max_body_bytes={MAX_BODY}", *FAST, *FAMILIES[family],
-            ])  # fmt: skip
-            result = train(cfg)
-            deployed = deploy(cfg, name, "@champion")
-            server = stack.enter_context(
-                bentoml.serve(deployed.bento_tag, port=free_port(), host="127.0.0.1")
-            )
-            bentoml.SyncHTTPClient(server.url, server_ready_timeout=120).close()
-            started[family] = {"url": server.url, "name": name, "version": result.model_version,
-                               "run_id": result.run_id, "deployed": deployed}  # fmt: skip
-            return started[family]
-
-        yield serve
 
 
 def nan_sample(value: str) -> bytes:
@@ -200,6 +118,7 @@ def test_requests_of_more_samples_than_a_batch_get_their_own_answers_in_order(
     in order, whatever it was merged with."""
     served = servers("cnn")
     x = np.load(digits_file)["x_test"]
+    mlflow.set_tracking_uri(served["tracking_uri"])  # another module's test may have moved it
     expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
     requests = [(start, size) for size in (1, 200, 3, 64, 130, 7, 256, 65) for start in (0, 9)]
 
@@ -313,6 +232,7 @@ def check_predictions_equal_mlflow_pyfunc(served: dict, digits_file: Path) -> No
     x = np.load(digits_file)["x_test"][:24]
     status, predictions = post(served["url"], {"inputs": x.tolist()})
     assert status == 200, predictions
+    mlflow.set_tracking_uri(served["tracking_uri"])  # another module's test may have moved it
     expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
     served_probabilities = np.array([p["probabilities"] for p in predictions])
     np.testing.assert_allclose(served_probabilities, expected, rtol=1e-5, atol=1e-6)
@@ -402,6 +322,7 @@ def test_a_model_trained_on_named_labels_answers_with_the_names(servers, digits_
     x = np.load(digits_file)["x_test"][:24].reshape(24, 64)
     status, predictions = post(served["url"], {"inputs": x.tolist()})
     assert status == 200, predictions
+    mlflow.set_tracking_uri(served["tracking_uri"])  # another module's test may have moved it
     expected = mlflow.pyfunc.load_model(f"models:/{served['name']}/{served['version']}").predict(x)
     classes = sorted(DIGIT_NAMES)
     assert [p["label"] for p in predictions] == [classes[i] for i in expected.argmax(axis=1)]
@@ -679,17 +600,6 @@ def test_mlops_serve_names_what_is_missing_or_taken_before_starting(tmp_path: Pa
     assert f"port {port} on 127.0.0.1 is taken" in line and f"--port {port + 1}" in line
 
 
-def metric_sums(url: str, name: str, label: str) -> dict[str, float]:
-    """`name`'s value summed over everything but `label`, per value of `label`."""
-    sums: dict[str, float] = {}
-    for line in get(url, "/metrics")[1].splitlines():
-        if line.startswith(f"{name}{{"):
-            labels, value = line[len(name) + 1 :].rsplit("} ", 1)
-            key = dict(part.split("=", 1) for part in labels.split(","))[label].strip('"')
-            sums[key] = sums.get(key, 0.0) + float(value)
-    return sums
-
-
 def test_served_inputs_are_counted_against_the_versions_reference(
     servers, digits_file: Path
 ) -> None:
@@ -722,13 +632,6 @@ def test_served_inputs_are_counted_against_the_versions_reference(
     missing = {name for name in rules_metric_names()
                if f"\n{name}{{" not in exported and f"\n{name} " not in exported}  # fmt: skip
     assert not missing, missing
-
-
-def predict_with_id(url: str, x: np.ndarray) -> tuple[list[dict], str]:
-    request = urllib.request.Request(f"{url}/predict", json.dumps({"inputs": x.tolist()}).encode(),
-                                     headers={"content-type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read()), response.headers["X-Request-ID"]
 
 
 def test_fed_back_labels_count_each_answer_right_or_wrong_per_class(

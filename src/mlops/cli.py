@@ -250,6 +250,51 @@ def _predict(args: argparse.Namespace) -> None:
           f"recorded in run {result.run_id}")  # fmt: skip
 
 
+def _monitor_prometheus(args: argparse.Namespace) -> None:
+    from mlops.monitoring.prometheus import prepare_prometheus
+
+    settings = _config(args).monitor
+    host, port = settings.host, int(args.port or settings.port)
+    if port_taken(host, port):
+        raise ConfigError(f"port {port} on {host} is taken (an earlier mlops monitor?): stop "
+                          f"it, or pass --port {port + 1}")  # fmt: skip
+    server = prepare_prometheus(
+        args.target or settings.target, Path(settings.rules_file), Path(settings.storage_dir),
+        port, host, settings.scrape_interval, settings.evaluation_interval, settings.retention,
+    )  # fmt: skip
+    target = args.target or settings.target
+    print(f"Prometheus on {server.url}, scraping {target}/metrics every "
+          f"{settings.scrape_interval} with {Path(settings.rules_file)}\n"
+          f"  drift, accuracy and alerts: {server.url}/alerts   "
+          f"(query mlops:input_psi:1h, mlops:live_accuracy:1d, ...)\n"
+          f"  config and samples: {server.storage_dir}", flush=True)  # fmt: skip
+    command = server.command()
+    os.execv(command[0], command)
+
+
+def _monitor_report(args: argparse.Namespace) -> None:
+    import time
+
+    from mlops.errors import DriftFound
+    from mlops.monitoring.report import parse_since
+    from mlops.monitoring.report_run import findings_table, monitor_report
+    from mlops.registry.aliases import parse_model_ref, resolve_version
+    from mlops.registry.show import print_table
+
+    cfg = _config(args)
+    client = _client(cfg)
+    name, ref = parse_model_ref(args.model)
+    version = resolve_version(client, name, args.version or ref or "@champion")
+    since = parse_since(args.since or str(cfg.monitor.report_since), time.time())
+    payload_dir = Path(args.payload_dir or cfg.paths.payload_dir)
+    result = monitor_report(client, version, payload_dir, since)
+    print_table(findings_table(f"{name} version {version.version}", result.report))
+    print(f"recorded in run {result.run_id} (artifacts monitoring/report.html, report.json)")
+    drifted = [f["check"] for f in result.report["findings"] if f["status"] == "drift"]
+    if drifted:
+        raise DriftFound(f"drift in {name} version {version.version}: {', '.join(drifted)}")
+
+
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--config-dir", help="Hydra config folder (default: ./conf, else the project's conf/)"
@@ -322,6 +367,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="default: deploy.port (3000)")
     serve.set_defaults(handler=_serve)
 
+    monitor = commands.add_parser("monitor", help="watch a served version")
+    watchers = monitor.add_subparsers(dest="action", required=True)
+    prometheus = _with_config(
+        watchers.add_parser(
+            "prometheus", help="a Prometheus server scraping the service with the project's rules"
+        )
+    )
+    prometheus.add_argument("--target", help="service host:port (default: monitor.target)")
+    prometheus.add_argument("--port", type=int, help="Prometheus' port (default: monitor.port)")
+    prometheus.set_defaults(handler=_monitor_prometheus)
+    report = _with_config(
+        watchers.add_parser(
+            "report", help="drift report of a version's payload log, recorded in MLflow; "
+            "exit 3 on drift",
+        )
+    )  # fmt: skip
+    report.add_argument("model", help="registered model, optionally with @alias or /version")
+    report.add_argument("--version", help="version number or @alias (default: @champion)")
+    report.add_argument(
+        "--since", help="90m, 12h, 7d or an ISO date (default: monitor.report_since)"
+    )
+    report.add_argument("--payload-dir", help="default: paths.payload_dir")
+    report.set_defaults(handler=_monitor_report)
+
     registry = commands.add_parser("registry", help="aliases, history and lineage")
     actions = registry.add_subparsers(dest="action", required=True)
     history = _with_config(actions.add_parser("history", help="every alias move, as a table"))
@@ -365,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             _train(argv[1:])
         except MlopsError as error:
             print(f"mlops: error: {error}", file=sys.stderr)
-            return 1
+            return error.exit_code
     args = parse(argv)
     artifact_progress_bars_only_when_asked()
     mlflow_notes_in_the_log_only()
@@ -373,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         args.handler(args)
     except MlopsError as error:
         print(f"mlops: error: {error}", file=sys.stderr)
-        return 1
+        return error.exit_code
     return 0
 
 

@@ -4,6 +4,8 @@
 class MlopsError(Exception):
     """Base class: the CLI and pipelines print these as one line, without a traceback."""
 
+    exit_code = 1  # of the mlops command that stops on it
+
 
 class ConfigError(MlopsError, ValueError):
     """The config folder is missing, or an override names no key or option in it."""
@@ -36,3 +38,13 @@ def first_line(error: Exception) -> str:
 
 class CompressError(MlopsError, ValueError):
     """A compression method that cannot apply to a version, or whose result is not faithful."""
+
+
+class MonitorError(MlopsError, ValueError):
+    """A monitoring set-up that cannot run: a missing Prometheus, rules file or bad address."""
+
+
+class DriftFound(MonitorError):
+    """A monitoring report found drift: not a failure to run, so cron tells it apart."""
+
+    exit_code = 3

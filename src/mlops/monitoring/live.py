@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from mlops.monitoring.binning import ProfileBins
+
 REFERENCE_FILE = "reference.json"  # in the Bento, beside deployment.json
 
 
@@ -21,20 +23,8 @@ class InputMonitor:
     def __init__(self, profile: dict) -> None:
         from prometheus_client import Counter, Gauge
 
-        if "projection" in profile:
-            fitted = profile["projection"]
-            self.mean = np.asarray(fitted["mean"], dtype=np.float32)
-            self.basis = np.asarray(fitted["components"], dtype=np.float32).T
-            binned = {f"pc{i + 1}": b for i, b in enumerate(fitted["bins"])}
-        else:
-            self.mean = self.basis = None
-            binned = profile["features"]
-        self.names = list(binned)
-        self.edges = [np.asarray(b["edges"], dtype=np.float32) for b in binned.values()]
-        self.low = np.asarray([b["min"] for b in binned.values()], dtype=np.float32)
-        self.high = np.asarray([b["max"] for b in binned.values()], dtype=np.float32)
-        self.confidence_edges = np.asarray(profile["confidence"]["edges"], dtype=np.float32)
-
+        self.bins = ProfileBins(profile)
+        self.names = self.bins.names
         bins = Counter("mlops_input_bin", "Inputs per reference bin of each feature or "
                        "principal component", ["feature", "bin"])  # fmt: skip
         outside = Counter("mlops_input_out_of_range", "Input values outside the training "
@@ -59,13 +49,12 @@ class InputMonitor:
         accuracy.set(profile["confidence"]["accuracy"])
         self.bin_counters = [
             [bins.labels(feature=name, bin=str(i)) for i in range(len(edges) + 1)]
-            for name, edges in zip(self.names, self.edges, strict=True)
+            for name, edges in zip(self.names, self.bins.edges, strict=True)
         ]
         self.outside = [outside.labels(feature=name) for name in self.names]
         buckets = ["0", *(f"{edge:g}" for edge in profile["confidence"]["edges"])]
         self.confidence = [confidence.labels(bucket=b) for b in buckets]
-        for name, share_list in zip(self.names, (b["shares"] for b in binned.values()),
-                                    strict=True):  # fmt: skip
+        for name, share_list in zip(self.names, self.bins.shares, strict=True):
             for i, share in enumerate(share_list):
                 reference.labels(feature=name, bin=str(i)).set(share)
         for bucket, share in zip(buckets, profile["confidence"]["shares"], strict=True):
@@ -76,20 +65,14 @@ class InputMonitor:
         return cls(orjson.loads(path.read_bytes()))
 
     def observe(self, batch: np.ndarray, probabilities: np.ndarray) -> None:
-        values = batch.reshape(len(batch), -1)
-        if self.basis is not None:
-            values = (values - self.mean) @ self.basis
-        for column, (edges, counters) in enumerate(zip(self.edges, self.bin_counters,
-                                                       strict=True)):  # fmt: skip
-            counts = np.bincount(np.searchsorted(edges, values[:, column], side="right"),
-                                 minlength=len(counters))  # fmt: skip
+        values = self.bins.values(batch)
+        for counts, counters in zip(self.bins.bin_counts(values), self.bin_counters,
+                                    strict=True):  # fmt: skip
             for index in np.flatnonzero(counts).tolist():
                 counters[index].inc(int(counts[index]))
-        outside = ((values < self.low) | (values > self.high)).sum(axis=0)
+        outside = self.bins.out_of_range(values)
         for column in np.flatnonzero(outside).tolist():
             self.outside[column].inc(int(outside[column]))
-        top = probabilities.max(axis=1)
-        counts = np.bincount(np.searchsorted(self.confidence_edges, top, side="right"),
-                             minlength=len(self.confidence))  # fmt: skip
+        counts = self.bins.confidence_counts(probabilities.max(axis=1))
         for index in np.flatnonzero(counts).tolist():
             self.confidence[index].inc(int(counts[index]))

@@ -144,6 +144,12 @@ def _check_settings(cfg: DictConfig) -> None:
             f"deploy.reconnect_every={reconnect_every}: use a number of responses (100) or 0 "
             "to keep connections open"
         )
+    rate = float(cfg.deploy.get("payload_sample_rate", 0))
+    if not 0 <= rate <= 1:
+        raise DeployError(
+            f"deploy.payload_sample_rate={rate}: use the share of answered samples to log, "
+            "from 0 (none) to 1 (all); 0.01 logs one in a hundred"
+        )
     ttl = float(cfg.deploy.get("feedback_ttl_days", 30))
     if not ttl > 0:
         raise DeployError(
@@ -278,6 +284,8 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         tracing=bool(cfg.deploy.tracing),
         reconnect_every=int(cfg.deploy.reconnect_every),
         feedback_ttl_days=float(cfg.deploy.get("feedback_ttl_days", 30)),
+        payload_sample_rate=float(cfg.deploy.get("payload_sample_rate", 0)),
+        payload_dir=str(Path(cfg.paths.get("payload_dir", "payloads")).resolve()),
         model_format=model_format,
     )
     labels = {

@@ -49,6 +49,10 @@ class Deployment:
     # inputs and confidence counted against the version's reference (reference.json)
     monitoring: bool = False
     feedback_ttl_days: float = 30.0  # /feedback matches answers up to this old
+    # share of answered samples whose input, label and confidence are logged, with every
+    # fed-back label, to payload_dir (mlops.monitoring.payloads); 0: none
+    payload_sample_rate: float = 0.0
+    payload_dir: str = ""  # MLOPS_PAYLOAD_DIR, where the Bento is served, wins
 
     @property
     def labels(self) -> tuple[int | str, ...]:

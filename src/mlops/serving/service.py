@@ -29,6 +29,7 @@ from pydantic import BaseModel, BeforeValidator, Field, field_validator
 from starlette.responses import Response
 
 from mlops.monitoring.feedback import RequestIds, feedback_metrics
+from mlops.monitoring.payloads import SAMPLED, PayloadLog, open_payload_log
 from mlops.serving.compiled import COMPILED_FILE, load_compiled_forward
 from mlops.serving.deployment import MLFLOW_MODEL_FOLDER, Deployment
 from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
@@ -151,6 +152,10 @@ REQUEST_IDS = RequestIds(
 )
 
 
+# this worker's sample of answers and its fed-back labels, on disk (deploy.payload_sample_rate)
+PAYLOADS: PayloadLog | None = None
+
+
 class Prediction(BaseModel):
     label: Label
     probabilities: list[float]
@@ -174,6 +179,14 @@ class PredictionList(IORootModel[list[Prediction]]):
     @classmethod
     async def to_http_response(cls, obj: list[dict], serde: Serde) -> Response:
         request_id = REQUEST_IDS.issue([answer["label"] for answer in obj])
+        if PAYLOADS is not None:
+            now = time.time()
+            for index, answer in enumerate(obj):
+                if SAMPLED in answer:
+                    sample, confidence = answer.pop(SAMPLED)
+                    PAYLOADS.put({"kind": "prediction", "time": now, "request_id": request_id,
+                                  "index": index, "label": answer["label"],
+                                  "confidence": confidence, "input": sample})  # fmt: skip
         return Response(orjson.dumps(obj), media_type="application/json",
                         headers={"X-Request-ID": request_id})  # fmt: skip
 
@@ -263,6 +276,9 @@ class ClassifierService:
             from mlops.monitoring.live import REFERENCE_FILE, InputMonitor
 
             self.monitor = InputMonitor.from_file(Path(REFERENCE_FILE))
+        global PAYLOADS
+        if DEPLOYMENT.payload_sample_rate > 0:
+            PAYLOADS = open_payload_log(DEPLOYMENT)
         self.batch_size, model_info, predictions = service_metrics()
         self.judged, self.unmatched = feedback_metrics(LABELS)
         # one series per class from the start, at 0 until predicted: a class that is never
@@ -299,10 +315,17 @@ class ClassifierService:
         if not NUMBERED:
             labels = [LABELS[index] for index in labels]
         # BentoML splits this list per request; PredictionList encodes each part as it is
-        return [
+        answers = [
             {"label": label, "probabilities": row}
             for label, row in zip(labels, probabilities.tolist(), strict=True)
         ]
+        if PAYLOADS is not None:  # the sampled inputs ride along to their request's response
+            for index in PAYLOADS.sample(len(answers)):
+                answers[index][SAMPLED] = (
+                    inputs[index].copy(),
+                    max(answers[index]["probabilities"]),
+                )
+        return answers
 
     @bentoml.api
     async def feedback(
@@ -315,13 +338,17 @@ class ClassifierService:
         for item in items:
             predicted = REQUEST_IDS.predicted(item.request_id, item.index, now)
             if isinstance(predicted, str):  # unknown or expired
-                counts[predicted] += 1
+                outcome = predicted
                 self.unmatched[predicted].inc()
-                continue
-            truth = LABEL_INDEX[item.label]
-            outcome = "correct" if predicted == truth else "wrong"
+            else:
+                truth = LABEL_INDEX[item.label]
+                outcome = "correct" if predicted == truth else "wrong"
+                self.judged[(truth, outcome)].inc()
             counts[outcome] += 1
-            self.judged[(truth, outcome)].inc()
+            if PAYLOADS is not None:  # every label, matched or not, for the offline join
+                PAYLOADS.put({"kind": "feedback", "time": now, "request_id": item.request_id,
+                              "index": item.index, "label": item.label,
+                              "outcome": outcome})  # fmt: skip
         return FeedbackCount(
             received=len(items), matched=counts["correct"] + counts["wrong"],
             correct=counts["correct"], unknown=counts["unknown"], expired=counts["expired"],

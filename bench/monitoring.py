@@ -1,0 +1,129 @@
+"""Benchmark: what monitoring costs the deployed service. The same Bento served three ways,
+side by side under the serving benchmark's wrk load: as deployed (reference counters on,
+1% of answers logged: conf/deploy/default.yaml), with monitoring off, and with every
+answer logged (payload_sample_rate=1, the payload log's worst case).
+
+    python -m bench.monitoring        # writes the "Monitoring" section of docs/benchmarks.md
+
+The variants are copies of the built Bento with their deployment.json changed, so the
+model, code and every other setting are the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from bench.loadgen import post_script, wrk_binary
+from bench.report import REPORT, markdown_table, publish
+from bench.serving import (
+    BATCH,
+    CONNECTIONS,
+    measure,
+    median_load,
+    payload,
+    spread,
+    train_and_deploy,
+)
+from tests.servers import running_server
+
+BIN = Path(sys.executable).parent
+AS_DEPLOYED, OFF, ALL_LOGGED = (
+    "as deployed (on, 1% logged)",
+    "monitoring off",
+    "on, every answer logged",
+)
+BUDGET_PERCENT = 5.0  # issue 28: single-sample req/s drops by at most this with monitoring on
+
+
+def variant(bento_dir: Path, folder: Path, **settings) -> Path:
+    """A copy of the Bento whose deployment.json has `settings`."""
+    shutil.copytree(bento_dir, folder)
+    deployment = folder / "src" / "deployment.json"
+    deployment.write_text(json.dumps({**json.loads(deployment.read_text()), **settings}, indent=2))
+    return folder
+
+
+def percent_change(value: float, baseline: float) -> str:
+    return f"{100 * (value / baseline - 1):+.1f}%"
+
+
+def server(bento: Path, workdir: Path, name: str) -> Callable[[int], AbstractContextManager]:
+    def start(port: int) -> AbstractContextManager:
+        return running_server(
+            [str(BIN / "bentoml"), "serve", str(bento), "--host", "127.0.0.1", "--port", str(port)],
+            f"http://127.0.0.1:{port}/readyz",
+            workdir / f"{name}.log",
+            env={**os.environ, "BENTOML_HOME": str(workdir / "bentoml"),
+                 "MLOPS_PAYLOAD_DIR": str(workdir / f"payloads-{name}")},
+        )  # fmt: skip
+
+    return start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=REPORT)
+    args = parser.parse_args()
+    wrk_binary()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        os.environ["BENTOML_HOME"] = str(workdir / "bentoml")  # before bentoml is imported
+        _, _, bento_tag = train_and_deploy(workdir)
+        import bentoml
+
+        built = Path(bentoml.get(bento_tag).path)
+        bentos = {
+            AS_DEPLOYED: variant(built, workdir / "as-deployed"),
+            OFF: variant(built, workdir / "off", monitoring=False, payload_sample_rate=0.0),
+            ALL_LOGGED: variant(built, workdir / "all-logged", payload_sample_rate=1.0),
+        }
+        scripts = {
+            "single": post_script(workdir / "single.lua", payload(1)),
+            "batch": post_script(workdir / "batch.lua", payload(BATCH)),
+        }
+        runs = {}
+        for n, (name, bento) in enumerate(bentos.items()):
+            runs[name] = measure(server(bento, workdir, str(n)), "/predict", scripts,
+                                 args.seconds, args.repeats)  # fmt: skip
+            print(name, {kind: median_load(x) for kind, x in runs[name].items()}, flush=True)
+    results = {name: {kind: median_load(x) for kind, x in kinds.items()}
+               for name, kinds in runs.items()}  # fmt: skip
+    rows = []
+    for name in runs:
+        single, batch = results[name]["single"], results[name]["batch"]
+        change = [
+            percent_change(results[name][kind].requests_per_s, results[OFF][kind].requests_per_s)
+            for kind in ("single", "batch")
+        ]
+        rows.append([name, f"{single.requests_per_s:,.0f}", spread(runs[name]["single"]),
+                     change[0], f"{single.p99_ms:.1f} ms", f"{batch.requests_per_s:,.0f}",
+                     change[1], str(single.errors + batch.errors)])  # fmt: skip
+    table = markdown_table(
+        ["served", "1-sample req/s", "range of runs", "vs off", "p99", f"{BATCH}-sample req/s",
+         "vs off", "errors"], rows,
+    )  # fmt: skip
+    drop = 100 * (1 - results[AS_DEPLOYED]["single"].requests_per_s
+                  / results[OFF]["single"].requests_per_s)  # fmt: skip
+    met = "met" if drop <= BUDGET_PERCENT else "NOT met"
+    verdict = (f"Monitoring as deployed costs {drop:.1f}% of single-sample req/s (budget "
+               f"{BUDGET_PERCENT:g}%: {met}).")  # fmt: skip
+    method = (
+        f"wrk (1 thread, {CONNECTIONS} connections, {args.seconds} s per run, median of "
+        f"{args.repeats} runs after a warm-up), the serving benchmark's bodies and CNN; one "
+        "Bento copied three times with only deployment.json's monitoring settings changed."
+    )
+    publish("monitoring", method, f"{table}\n\n{verdict}", args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,7 @@ MODEL ?= digits-cnn
 VERSION ?= @champion
 REASON ?=
 INPUT ?=
+SINCE ?=
 OUTPUT ?=
 SERVE_PORT ?= 3000
 MONITOR_PORT ?= 9090
@@ -33,7 +34,7 @@ refuse_taken_port = if (exec 3<>/dev/tcp/127.0.0.1/$(1)) 2>/dev/null; then \
 	exit 1; fi
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui bench clean evaluate compress promote rollback history show predict deploy serve monitor containerize
+.PHONY: help install data train test lint ui bench clean evaluate compress promote rollback history show predict deploy serve monitor monitor-report containerize
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -90,6 +91,9 @@ monitor: install ## Prometheus on 127.0.0.1:9090 scraping make serve's service w
 		apt-get install -y -qq prometheus >/dev/null 2>&1 || sudo apt-get install -y -qq prometheus >/dev/null; }
 	@$(call refuse_taken_port,$(MONITOR_PORT),monitor,MONITOR_PORT)
 	@$(BIN)/mlops monitor prometheus --port $(MONITOR_PORT) --target 127.0.0.1:$(SERVE_PORT) $(ARGS)
+
+monitor-report: install ## drift report of MODEL at VERSION's payload log since SINCE (default 1d), in MLflow; exit 3 on drift
+	@$(BIN)/mlops monitor report $(MODEL) --version $(VERSION) $(if $(SINCE),--since "$(SINCE)") $(ARGS)
 
 containerize: install ## docker image of the last Bento (needs a Docker engine)
 	@test -f $(BENTO_BUILD_DIR)/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }

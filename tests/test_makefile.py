@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.servers import taken_port
 
 RECORDER = """#!/bin/sh
 echo "$(basename "$0") $*" >> calls.log
@@ -97,10 +97,7 @@ def test_servers_refuse_a_taken_port_before_starting(
 ) -> None:
     (project / ".bentoml-build").mkdir()
     (project / ".bentoml-build" / "LAST_BENTO").write_text("digits-cnn-service:v1\n")
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
+    with taken_port() as port:
         command = [target, f"{variable}={port}"]
         taken = run_make(project, *command, capture_output=True, text=True)
     assert taken.returncode != 0

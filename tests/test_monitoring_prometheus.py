@@ -3,7 +3,6 @@ can fix (the server itself runs in test_monitoring_service)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from mlops.cli import main
 from mlops.errors import MonitorError
 from mlops.monitoring.prometheus import prepare_prometheus
 from tests.conftest import ROOT
+from tests.servers import taken_port
 from tests.test_prometheus_rules import RULES
 
 RULES_FILE = RULES / "rules.yml"
@@ -59,10 +59,7 @@ def test_mlops_monitor_refuses_a_taken_port_and_a_missing_prometheus(
 ) -> None:
     argv = ["monitor", "prometheus", "--config-dir", str(ROOT / "conf"),
             f"monitor.storage_dir={tmp_path}"]  # fmt: skip
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
+    with taken_port() as port:
         assert main([*argv, "--port", str(port)]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert f"port {port} on 127.0.0.1 is taken" in line and f"--port {port + 1}" in line

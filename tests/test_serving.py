@@ -43,6 +43,7 @@ from tests.served import (
     post,
     predict_with_id,
 )
+from tests.servers import taken_port
 
 
 def nan_sample(value: str) -> bytes:
@@ -580,7 +581,6 @@ def test_the_bentoml_model_folder_name_is_bentomls_own() -> None:
 def test_mlops_serve_names_what_is_missing_or_taken_before_starting(tmp_path: Path, capsys) -> None:
     """`mlops serve` (what `make serve` runs): no Bento deployed yet, or a taken port, is
     one line naming the fix; nothing is started."""
-    import socket
 
     from mlops.cli import main
 
@@ -591,10 +591,7 @@ def test_mlops_serve_names_what_is_missing_or_taken_before_starting(tmp_path: Pa
     assert line.startswith("mlops: error: no Bento yet") and "make deploy" in line
     build.mkdir()
     (build / "LAST_BENTO").write_text("digits-cnn-service:v1\n")
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
+    with taken_port() as port:
         assert main([*argv, "--port", str(port)]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert f"port {port} on 127.0.0.1 is taken" in line and f"--port {port + 1}" in line

@@ -77,6 +77,13 @@ def port_taken(host: str, port: int) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
+def refuse_taken_port(host: str, port: int, command: str) -> None:
+    """A server would fail on a taken port with a traceback: name the port and the fix."""
+    if port_taken(host, port):
+        raise ConfigError(f"port {port} on {host} is taken (an earlier mlops {command}?): "
+                          f"stop it, or pass --port {port + 1}")  # fmt: skip
+
+
 def _serve(args: argparse.Namespace) -> None:
     if args.bento and "=" in args.bento:  # an override, taken by the optional positional
         args.overrides, args.bento = [args.bento, *args.overrides], None
@@ -89,9 +96,7 @@ def _serve(args: argparse.Namespace) -> None:
         raise ConfigError(f"no Bento yet ({last} is missing): run mlops deploy (make deploy) first")
     tag = args.bento or last.read_text().strip()
     host, port = args.host or cfg.deploy.host, int(args.port or cfg.deploy.port)
-    if port_taken(host, port):
-        raise ConfigError(f"port {port} on {host} is taken (an earlier mlops serve?): stop it, "
-                          f"or pass --port {port + 1}")  # fmt: skip
+    refuse_taken_port(host, port, "serve")
     bentoml = Path(sys.executable).parent / "bentoml"
     command = [str(bentoml), "serve", tag, "--host", host, "--port", str(port)]
     print(f"serving {tag} on http://{host}:{port} (BENTOML_HOME={home.resolve()})", flush=True)
@@ -255,9 +260,7 @@ def _monitor_prometheus(args: argparse.Namespace) -> None:
 
     settings = _config(args).monitor
     host, port = settings.host, int(args.port or settings.port)
-    if port_taken(host, port):
-        raise ConfigError(f"port {port} on {host} is taken (an earlier mlops monitor?): stop "
-                          f"it, or pass --port {port + 1}")  # fmt: skip
+    refuse_taken_port(host, port, "monitor")
     server = prepare_prometheus(
         args.target or settings.target, Path(settings.rules_file), Path(settings.storage_dir),
         port, host, settings.scrape_interval, settings.evaluation_interval, settings.retention,

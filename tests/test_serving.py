@@ -67,7 +67,10 @@ BAD_REQUESTS = {
     "objects of features, not a CSV model": ({"inputs": [{"p00": 1.0}]}, "trained on a CSV"),
     "NaN": (nan_sample("NaN"), "NaN or inf"),
     "inf": (nan_sample("Infinity"), "NaN or inf"),
+    "overflowing": (nan_sample("1e30"), "beyond 1e+15 in magnitude"),
     "empty batch": ({"inputs": []}, "empty batch"),
+    "null": ({"inputs": None}, "'inputs' is null, not a batch"),
+    "a number": ({"inputs": 5}, "'inputs' is 5, not a batch"),
     "over max samples": (
         {"inputs": np.zeros((257, 1, 8, 8), dtype=int).tolist()},
         "max_request_samples=256",
@@ -85,6 +88,9 @@ def test_bad_requests_are_4xx_with_a_reason(servers, case: str) -> None:
     status, message = post(served["url"], body)
     assert 400 <= status < 500, (status, message)
     assert reason in str(message), message
+    # as /docs.json documents it: a message, and the detail as a string
+    answer = json.loads(message)
+    assert isinstance(answer["error"], str) and isinstance(answer.get("detail", ""), str)
     assert post(served["url"], {"inputs": np.zeros((1, 1, 8, 8)).tolist()})[0] == 200  # still up
 
 
@@ -681,3 +687,29 @@ def test_fed_back_labels_count_each_answer_right_or_wrong_per_class(
         status, message = post(url, body, "/feedback")
         assert status == 400 and reason in str(message), (case, status, message)
     assert metric_sums(url, "mlops_feedback_total", "outcome") == after  # none of it counted
+
+
+def test_requests_generated_from_the_openapi_document_get_documented_answers(
+    servers, tmp_path: Path
+) -> None:
+    """Schemathesis against the service's own /docs.json, every operation, its examples,
+    coverage and fuzzing phases (bounded, seeded): no 5xx, every status code, content type,
+    header and body as documented, schema-valid requests accepted. Not checked: that every
+    schema-violating request is refused (JSON booleans are read as 1 and 0)."""
+    served = servers("cnn")
+    schemathesis = Path(sys.executable).parent / "schemathesis"
+    # a schema-valid body may still be over max_body_bytes: answered 413, as documented
+    config = tmp_path / "schemathesis.toml"
+    config.write_text('[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", "413"]\n')
+    job = subprocess.run(
+        [str(schemathesis), "--config-file", str(config), "run", f"{served['url']}/docs.json",
+         "--checks", "all",
+         "--exclude-checks", "negative_data_rejection", "--phases", "examples,coverage,fuzzing",
+         "--max-examples", "25", "--seed", "1", "--workers", "2", "--request-timeout", "30"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    failures = [
+        line for line in job.stdout.splitlines() if line.startswith(("- ST", "  ❌", "[", "_"))
+    ]
+    assert job.returncode == 0, "\n".join(failures)[-6000:]
+    assert "Tested: 6" in job.stdout, job.stdout[-3000:]

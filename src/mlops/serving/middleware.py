@@ -1,5 +1,5 @@
 """Small ASGI middlewares: refuse oversized and form bodies from their headers; answer
-GET /metadata; spread keep-alive connections over the workers."""
+GET /metadata; spread keep-alive connections over the workers; 400 answers as documented."""
 
 from __future__ import annotations
 
@@ -40,6 +40,103 @@ class RequestHeadersCheck:
             )
             return await _json(send, 415, json.dumps({"error": message}).encode())
         return await self.app(scope, receive, send)
+
+
+async def rewritten(app, scope, receive, send, status: int, rewrite) -> None:
+    """Run `app`; an answer of `status` is held whole and sent as `rewrite(body)`, with its
+    Content-Length set again. Other answers pass untouched, unbuffered."""
+    held: dict = {}
+
+    async def send_rewritten(message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == status:
+            held["start"] = message
+            return
+        if "start" not in held:
+            return await send(message)
+        held["body"] = held.get("body", b"") + message.get("body", b"")
+        if message.get("more_body"):
+            return
+        body = rewrite(held["body"])
+        headers = [(k, v) for k, v in held["start"].get("headers", [])
+                   if k.lower() != b"content-length"]  # fmt: skip
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**held["start"], "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    await app(scope, receive, send_rewritten)
+
+
+class ValidationErrorsAsText:
+    """BentoML answers a request that fails validation with 400, `{"error": "1 validation
+    error for Input", "detail": [pydantic's error objects]}`, while its OpenAPI document
+    says `detail` is a string. Here such a body becomes what the document says, and says
+    more: `error` is the first reason itself, `detail` every reason with where it is
+    (`items.0.label: ...`)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        return await rewritten(self.app, scope, receive, send, 400, as_text)
+
+
+class DocumentedRefusals:
+    """/docs.json as BentoML writes it, plus what the middlewares here answer: 413 and 415
+    on every POST, whose body is required (an empty one is refused with 400)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/docs.json":
+            return await self.app(scope, receive, send)
+        return await rewritten(self.app, scope, receive, send, 200, with_refusals)
+
+
+REFUSALS = {
+    "413": "Request body larger than the deployment's max_body_bytes",
+    "415": "Request body sent as a form: send JSON (Content-Type: application/json)",
+}
+
+
+def with_refusals(body: bytes) -> bytes:
+    try:
+        document = json.loads(body)
+        operations = [op for path in document["paths"].values() for m, op in path.items()
+                      if m == "post"]  # fmt: skip
+    except (ValueError, KeyError, AttributeError):
+        return body
+    error = {"type": "object", "required": ["error"],
+             "properties": {"error": {"type": "string"}}}  # fmt: skip
+    for operation in operations:
+        if "requestBody" in operation:
+            operation["requestBody"]["required"] = True
+        for status, description in REFUSALS.items():
+            operation.setdefault("responses", {})[status] = {
+                "description": description,
+                "content": {"application/json": {"schema": error}},
+            }
+    return json.dumps(document).encode()
+
+
+def as_text(body: bytes) -> bytes:
+    """A 400 body with pydantic's error list as strings; any other body as it was."""
+    try:
+        answer = json.loads(body)
+        errors = answer["detail"]
+        if not isinstance(errors, list) or not errors:
+            return body
+        reasons = []
+        for error in errors:
+            where = ".".join(str(part) for part in error.get("loc", ()))
+            reason = str(error.get("msg", "")).removeprefix("Value error, ")
+            reasons.append(f"{where}: {reason}" if where else reason)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return body
+    first = reasons[0].split(": ", 1)[-1] if errors[0].get("loc") else reasons[0]
+    return json.dumps({"error": first, "detail": "; ".join(reasons)}).encode()
 
 
 class MetadataRoute:

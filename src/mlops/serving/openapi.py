@@ -11,10 +11,15 @@ from typing import Any
 
 from mlops.serving.deployment import Deployment
 
+# the largest input magnitude accepted: float32 arithmetic in a network (a product, a
+# variance) overflows into NaN answers well before float32's own limit (3.4e38)
+INPUT_LIMIT = 1e15
+FLOAT32 = {"type": "number", "minimum": -INPUT_LIMIT, "maximum": INPUT_LIMIT}
+
 
 def rows_schema(deployment: Deployment) -> dict[str, Any]:
     """Samples as nested arrays: exactly the sample shape, 1 to max_request_samples of them."""
-    sample: dict[str, Any] = {"type": "number"}
+    sample: dict[str, Any] = dict(FLOAT32)
     for size in reversed(deployment.input_shape):
         sample = {"type": "array", "items": sample, "minItems": size, "maxItems": size}
     described = (
@@ -35,7 +40,7 @@ def records_schema(deployment: Deployment) -> dict[str, Any]:
         "type": "array",
         "items": {
             "type": "object",
-            "properties": {name: {"type": "number"} for name in deployment.features},
+            "properties": {name: dict(FLOAT32) for name in deployment.features},
             "required": list(deployment.features),
         },
         "minItems": 1,

@@ -32,8 +32,14 @@ from mlops.monitoring.feedback import RequestIds, feedback_metrics
 from mlops.monitoring.payloads import SAMPLED, PayloadLog, open_payload_log
 from mlops.serving.compiled import COMPILED_FILE, load_compiled_forward
 from mlops.serving.deployment import MLFLOW_MODEL_FOLDER, Deployment
-from mlops.serving.middleware import ConnectionRecycling, MetadataRoute, RequestHeadersCheck
-from mlops.serving.openapi import OpenAPIDescription, inputs_schema
+from mlops.serving.middleware import (
+    ConnectionRecycling,
+    DocumentedRefusals,
+    MetadataRoute,
+    RequestHeadersCheck,
+    ValidationErrorsAsText,
+)
+from mlops.serving.openapi import INPUT_LIMIT, OpenAPIDescription, inputs_schema
 from mlops.serving.worker import (
     bind_api_method,
     log_client_errors_in_one_line,
@@ -76,6 +82,10 @@ def rows_of(records: list) -> list:
     return rows
 
 
+def json_value(value: object) -> str:
+    return orjson.dumps(value).decode()[:40] if value is not None else "null"
+
+
 def as_batch(inputs: object) -> np.ndarray:
     """The request's own array, checked before BentoML's `Shape` sees it: that validator
     reshapes whatever arrives to (-1, *sample shape), so two samples of 32 values would be
@@ -87,6 +97,11 @@ def as_batch(inputs: object) -> np.ndarray:
         batch = np.asarray(inputs, dtype=np.float32)
     except (TypeError, ValueError) as error:  # strings, ragged rows, objects
         raise ValueError(f"'inputs' is not an array of numbers: {error}") from None
+    if batch.ndim == 0:  # a number, or null
+        raise ValueError(
+            f"'inputs' is {json_value(inputs)}, not a batch: send a list of samples of shape "
+            f"{DEPLOYMENT.input_shape}, even for one sample"
+        )
     if len(batch) == 0:
         raise ValueError("empty batch: send at least one sample in 'inputs'")
     if batch.shape[1:] != DEPLOYMENT.input_shape:
@@ -101,9 +116,15 @@ def as_batch(inputs: object) -> np.ndarray:
             f"batch of {len(batch)} samples exceeds max_request_samples="
             f"{DEPLOYMENT.max_request_samples}; split the request"
         )
-    finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
-    if not finite.all():
-        raise ValueError(f"sample {int(np.flatnonzero(~finite)[0])} contains NaN or inf")
+    flat = batch.reshape(len(batch), -1)
+    bounded = (np.abs(flat) <= INPUT_LIMIT).all(axis=1)  # False for NaN and inf too
+    if not bounded.all():
+        first = int(np.flatnonzero(~bounded)[0])
+        if not np.isfinite(flat[first]).all():
+            raise ValueError(f"sample {first} contains NaN or inf")
+        raise ValueError(f"sample {first} has a value beyond {INPUT_LIMIT:g} in magnitude: "
+                         "the network's float32 arithmetic would overflow; rescale the "
+                         "inputs")  # fmt: skip
     return batch
 
 
@@ -194,7 +215,8 @@ class PredictionList(IORootModel[list[Prediction]]):
 class FeedbackItem(BaseModel):
     request_id: str = Field(max_length=4096, description="an answer's X-Request-ID header")
     index: int = Field(0, ge=0, description="the sample's position in that request")
-    label: Label = Field(description="the sample's true label")
+    label: Label = Field(description="the sample's true label",
+                         json_schema_extra={"enum": list(LABELS)})  # fmt: skip
 
     @field_validator("label")
     @classmethod
@@ -355,6 +377,8 @@ class ClassifierService:
         )  # fmt: skip
 
 
+ClassifierService.add_asgi_middleware(ValidationErrorsAsText)
+ClassifierService.add_asgi_middleware(DocumentedRefusals)
 ClassifierService.add_asgi_middleware(RequestHeadersCheck, max_body_bytes=DEPLOYMENT.max_body_bytes)
 ClassifierService.add_asgi_middleware(MetadataRoute, metadata=SERVED)
 if DEPLOYMENT.reconnect_every:

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
@@ -43,7 +45,7 @@ from tests.served import (
     post,
     predict_with_id,
 )
-from tests.servers import taken_port
+from tests.servers import free_port, stop_group, taken_port
 
 
 def nan_sample(value: str) -> bytes:
@@ -713,3 +715,40 @@ def test_requests_generated_from_the_openapi_document_get_documented_answers(
     ]
     assert job.returncode == 0, "\n".join(failures)[-6000:]
     assert "Tested: 6" in job.stdout, job.stdout[-3000:]
+
+
+def test_a_bento_whose_model_file_changed_is_never_served(make_cfg, tmp_path: Path) -> None:
+    """One byte of the served model's weights flipped after the deploy: each worker refuses
+    to load them, naming the file, and the server never reports ready."""
+    cfg = make_cfg("model=mlp", "registry.model_name=tampered")
+    train(cfg)
+    deployed = deploy(cfg, "tampered", "1")
+    stored = Path(bentoml.models.get(deployed.bento_model_tag).path)  # the Bento's model
+    weights = max((p for p in stored.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    port, log = free_port(), tmp_path / "server.log"
+    command = [str(Path(sys.executable).parent / "bentoml"), "serve", deployed.bento_tag,
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:  # refused, 503, or no answer: no worker took the connection
+            return False
+
+    try:
+        deadline = time.monotonic() + 60
+        while "changed since make deploy" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            assert not ready()
+            time.sleep(0.5)
+        assert not ready()
+    finally:
+        stop_group(process)
+    assert f"/{weights.name} changed since make deploy" in log.read_text()

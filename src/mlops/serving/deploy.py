@@ -26,6 +26,7 @@ from mlops.registry.aliases import ensure_reachable, resolve_version
 from mlops.registry.model_metadata import logged_classes, logged_features
 from mlops.serving.compiled import COMPILED_FILE, compile_forward
 from mlops.serving.deployment import FORMATS, MLFLOW_MODEL_FOLDER, Deployment
+from mlops.serving.integrity import file_digests
 
 SERVICE_ENTRY = "from mlops.serving.service import ClassifierService  # noqa: F401\n"
 # what the service imports besides the mlops code the Bento carries (bundle_library), per
@@ -309,6 +310,11 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         deployment = replace(
             deployment, compiled_for=_compile(deployment.bento_model_tag, deployment, context)
         )
+    deployment = replace(deployment, file_sha256=file_digests(
+        Path(bentoml.models.get(deployment.bento_model_tag).path), context,
+        ([COMPILED_FILE] if deployment.compiled_for else [])
+        + ([REFERENCE_FILE] if deployment.monitoring else []),
+    ))  # fmt: skip
     deployment.write(context)
 
     bento_tag = f"{stored_name}{BENTO_SUFFIX}:v{number}"

@@ -5,7 +5,7 @@ source folder, as working directory), so a built Bento carries its own settings.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class Deployment:
     # fed-back label, to payload_dir (mlops.monitoring.payloads); 0: none
     payload_sample_rate: float = 0.0
     payload_dir: str = ""  # MLOPS_PAYLOAD_DIR, where the Bento is served, wins
+    # sha256 of every file a worker loads (mlops.serving.integrity), checked before loading
+    file_sha256: dict[str, str] = field(default_factory=dict)
 
     @property
     def labels(self) -> tuple[int | str, ...]:

@@ -32,6 +32,7 @@ from mlops.monitoring.feedback import RequestIds, feedback_metrics
 from mlops.monitoring.payloads import SAMPLED, PayloadLog, open_payload_log
 from mlops.serving.compiled import COMPILED_FILE, load_compiled_forward
 from mlops.serving.deployment import MLFLOW_MODEL_FOLDER, Deployment
+from mlops.serving.integrity import verify
 from mlops.serving.middleware import (
     ConnectionRecycling,
     DocumentedRefusals,
@@ -285,6 +286,8 @@ class ClassifierService:
     bento_model = bentoml.models.BentoModel(DEPLOYMENT.bento_model_tag)
 
     def __init__(self) -> None:
+        # nothing is loaded from a file that is not the one make deploy built
+        verify(DEPLOYMENT.file_sha256, Path(self.bento_model.path), Path.cwd())
         folder = self.bento_model.path_of(MLFLOW_MODEL_FOLDER)
         if DEPLOYMENT.model_format == "onnx":  # ONNX Runtime: torch is never imported
             from mlops.serving.onnx_model import load_onnx_probabilities, runtime_version

@@ -752,3 +752,56 @@ def test_a_bento_whose_model_file_changed_is_never_served(make_cfg, tmp_path: Pa
     finally:
         stop_group(process)
     assert f"/{weights.name} changed since make deploy" in log.read_text()
+
+
+def test_a_killed_worker_is_replaced_under_load_and_no_request_hangs(
+    servers, digits_file: Path
+) -> None:
+    """kill -9 of one of the two workers while 8 clients send requests: BentoML starts
+    another, the other worker answers meanwhile, the requests the dead one held fail
+    (counted, a few) rather than hang, and every request after the replacement succeeds."""
+    import psutil
+
+    served = servers("cnn")
+    tag = served["deployed"].bento_tag
+
+    def workers() -> list[psutil.Process]:
+        """The server's worker processes (bentoml.serve supervises them from this one)."""
+        found = []
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                line = " ".join(child.cmdline())
+                if "worker.service" in line and f" {tag} " in line:
+                    found.append(child)
+        return found
+
+    before = workers()
+    assert len(before) == 2, before
+    body = {"inputs": np.load(digits_file)["x_test"][:1].tolist()}
+    stop = time.monotonic() + 8
+    killed_at: list[float] = []
+
+    def client(_: int) -> list[tuple[float, int]]:
+        answers = []
+        while time.monotonic() < stop:
+            try:
+                status = post(served["url"], body)[0]
+            except OSError:  # reset by the killed worker
+                status = -1
+            answers.append((time.monotonic(), status))
+        return answers
+
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        sent = [pool.submit(client, n) for n in range(8)]
+        time.sleep(1.5)
+        before[0].kill()
+        killed_at.append(time.monotonic())
+        answers = sorted(a for future in sent for a in future.result(timeout=60))
+    failed = [t for t, status in answers if status != 200]
+    assert len(answers) > 100 and len(failed) <= 16, (len(answers), len(failed))
+    deadline = time.monotonic() + 20
+    while len(workers()) < 2 or before[0].pid in {w.pid for w in workers()}:
+        assert time.monotonic() < deadline, "no worker replaced the killed one"
+        time.sleep(0.5)
+    assert all(post(served["url"], body)[0] == 200 for _ in range(20))
+    assert not [t for t in failed if t > killed_at[0] + 10]  # none after the replacement

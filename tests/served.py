@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +21,8 @@ FAMILIES = {
     "rnn": ["model=rnn", "model.cell=lstm"],
     # the digits as a CSV: 64 pixel columns and each label written as its English name
     "named": ["model=mlp", "data=files", "data.name=named", "data.label_column=digit"],
+    # API keys required even on 127.0.0.1 (auth.mode=auto would leave it open)
+    "secured": ["model=mlp", "deploy.auth.mode=on"],
 }
 DIGIT_NAMES = np.array(
     ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -69,7 +72,7 @@ class Servers(contextlib.ExitStack):
         server = self.enter_context(
             bentoml.serve(served["deployed"].bento_tag, port=free_port(), host="127.0.0.1")
         )
-        bentoml.SyncHTTPClient(server.url, server_ready_timeout=120).close()
+        ready_within(f"{server.url}/readyz", 120)
         served = {**served, "url": server.url}
         self.running = (family, served)
         return served
@@ -89,14 +92,25 @@ class Servers(contextlib.ExitStack):
             f"paths.bento_build_dir={work / 'build'}",
             f"logger.tracking_uri={self.tracking_uri}", f"registry.model_name={name}",
             f"deploy.max_body_bytes={MAX_BODY}", f"paths.payload_dir={work / 'payloads'}",
-            "deploy.payload_sample_rate=1.0", *FAST, *FAMILIES[family],
+            "deploy.payload_sample_rate=1.0", f"deploy.auth.keys_file={work / 'keys'}",
+            *FAST, *FAMILIES[family],
         ])  # fmt: skip
         train(cfg)
         deployed = deploy(cfg, name, "@champion")
         served = deployed.deployment  # the champion: the training's version, or an earlier one
         return {"name": name, "version": served.model_version, "run_id": served.run_id,
                 "deployed": deployed, "tracking_uri": self.tracking_uri,
-                "payload_dir": work / "payloads"}  # fmt: skip
+                "payload_dir": work / "payloads", "keys_file": work / "keys"}  # fmt: skip
+
+
+def ready_within(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as answer:
+            if answer.status == 200:
+                return
+        assert time.monotonic() < deadline, f"{url} not ready after {seconds} s"
+        time.sleep(0.3)
 
 
 def post(

@@ -805,3 +805,45 @@ def test_a_killed_worker_is_replaced_under_load_and_no_request_hangs(
         time.sleep(0.5)
     assert all(post(served["url"], body)[0] == 200 for _ in range(20))
     assert not [t for t in failed if t > killed_at[0] + 10]  # none after the replacement
+
+
+def call(url: str, path: str, key: str | None = None, body: dict | None = None,
+         scheme: str = "Bearer") -> tuple[int, dict[str, str]]:  # fmt: skip
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"{scheme} {key}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{url}{path}", data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers)
+
+
+def test_api_keys_guard_every_route_but_the_probes(servers, digits_file: Path) -> None:
+    """deploy.auth on: no key, a wrong one, the right one in another scheme, a revoked
+    one: 401 naming the scheme; a good key is answered; the probes and /metrics stay open;
+    keys added and revoked while the service runs count from the next request."""
+    from mlops.serving.auth import new_key, revoke_key
+
+    served = servers("secured")
+    url, keys = served["url"], served["keys_file"]
+    body = {"inputs": np.load(digits_file)["x_test"][:1].tolist()}
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert call(url, path)[0] == 200, path
+    status, headers = call(url, "/predict", body=body)
+    assert status == 401 and headers["www-authenticate"] == 'Bearer realm="mlops"'
+    alice = new_key(keys, "alice")
+    assert call(url, "/predict", alice, body)[0] == 200
+    assert call(url, "/metadata", alice)[0] == 200 and call(url, "/metadata")[0] == 401
+    assert call(url, "/predict", alice[:-1] + "x", body)[0] == 401
+    assert call(url, "/predict", alice, body, scheme="Basic")[0] == 401
+    bob = new_key(keys, "bob")
+    revoke_key(keys, "alice")
+    assert call(url, "/predict", alice, body)[0] == 401
+    assert call(url, "/predict", bob, body)[0] == 200
+    assert "alice" not in keys.read_text() and alice not in keys.read_text()
+    with bentoml.SyncHTTPClient(url, token=bob) as client:  # BentoML's client, as documented
+        (answer,) = client.predict(inputs=np.asarray(body["inputs"], dtype=np.float32))
+    assert len(answer["probabilities"]) == 10

@@ -298,6 +298,25 @@ def _monitor_report(args: argparse.Namespace) -> None:
         raise DriftFound(f"drift in {name} version {version.version}: {', '.join(drifted)}")
 
 
+def _keys(args: argparse.Namespace) -> None:
+    from mlops.serving.auth import new_key, read_keys, revoke_key
+
+    path = Path(args.keys_file or _config(args).deploy.auth.keys_file)
+    try:
+        if args.action == "new":
+            key = new_key(path, args.name)
+            print(f"key {args.name!r} (shown once; {path} keeps only its sha256):\n{key}\n"
+                  f"send it as: Authorization: Bearer {key[:10]}...")  # fmt: skip
+        elif args.action == "revoke":
+            revoke_key(path, args.name)
+            print(f"revoked {args.name!r}: a running service refuses it from its next request")
+        else:
+            for digest, name in read_keys(path).items():
+                print(f"{name or '(unnamed)'}  {digest[:19]}...")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--config-dir", help="Hydra config folder (default: ./conf, else the project's conf/)"
@@ -393,6 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--payload-dir", help="default: paths.payload_dir")
     report.set_defaults(handler=_monitor_report)
+
+    keys = commands.add_parser("keys", help="API keys of served versions (deploy.auth)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    for action, text in (("new", "a new key, shown once"), ("revoke", "refuse a key from now"),
+                         ("list", "the keys' names")):  # fmt: skip
+        command = _with_config(key_actions.add_parser(action, help=text))
+        if action != "list":
+            command.add_argument("name", help="one word: the client the key is for")
+        command.add_argument("--keys-file", help="default: deploy.auth.keys_file")
+        command.set_defaults(handler=_keys)
 
     registry = commands.add_parser("registry", help="aliases, history and lineage")
     actions = registry.add_subparsers(dest="action", required=True)

@@ -24,6 +24,7 @@ from mlops.messages import tell
 from mlops.monitoring.live import REFERENCE_FILE
 from mlops.registry.aliases import ensure_reachable, resolve_version
 from mlops.registry.model_metadata import logged_classes, logged_features
+from mlops.serving.auth import MODES
 from mlops.serving.compiled import COMPILED_FILE, compile_forward
 from mlops.serving.deployment import FORMATS, MLFLOW_MODEL_FOLDER, Deployment
 from mlops.serving.integrity import file_digests
@@ -150,6 +151,11 @@ def _check_settings(cfg: DictConfig) -> None:
         raise DeployError(
             f"deploy.payload_sample_rate={rate}: use the share of answered samples to log, "
             "from 0 (none) to 1 (all); 0.01 logs one in a hundred"
+        )
+    mode = str(cfg.deploy.get("auth", {}).get("mode", "off"))
+    if mode not in MODES:
+        raise DeployError(
+            f"deploy.auth.mode={mode}: use auto (API keys on any address but 127.0.0.1), on or off"
         )
     ttl = float(cfg.deploy.get("feedback_ttl_days", 30))
     if not ttl > 0:
@@ -286,6 +292,11 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         reconnect_every=int(cfg.deploy.reconnect_every),
         feedback_ttl_days=float(cfg.deploy.get("feedback_ttl_days", 30)),
         payload_sample_rate=float(cfg.deploy.get("payload_sample_rate", 0)),
+        auth=str(cfg.deploy.get("auth", {}).get("mode", "off")),
+        auth_keys_file=str(
+            Path(cfg.deploy.get("auth", {}).get("keys_file") or ".mlops-keys").resolve()
+        ),
+        auth_metrics=bool(cfg.deploy.get("auth", {}).get("metrics", False)),
         payload_dir=str(Path(cfg.paths.get("payload_dir", "payloads")).resolve()),
         model_format=model_format,
     )

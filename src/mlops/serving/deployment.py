@@ -55,6 +55,10 @@ class Deployment:
     payload_dir: str = ""  # MLOPS_PAYLOAD_DIR, where the Bento is served, wins
     # sha256 of every file a worker loads (mlops.serving.integrity), checked before loading
     file_sha256: dict[str, str] = field(default_factory=dict)
+    # API keys (mlops.serving.auth): auto (any address but loopback), on or off
+    auth: str = "off"
+    auth_keys_file: str = ""  # MLOPS_API_KEYS_FILE, where the Bento is served, wins
+    auth_metrics: bool = False  # /metrics needs a key too
 
     @property
     def labels(self) -> tuple[int | str, ...]:

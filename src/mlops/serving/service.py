@@ -30,6 +30,7 @@ from starlette.responses import Response
 
 from mlops.monitoring.feedback import RequestIds, feedback_metrics
 from mlops.monitoring.payloads import SAMPLED, PayloadLog, open_payload_log
+from mlops.serving.auth import ApiKeys
 from mlops.serving.compiled import COMPILED_FILE, load_compiled_forward
 from mlops.serving.deployment import MLFLOW_MODEL_FOLDER, Deployment
 from mlops.serving.integrity import verify
@@ -381,6 +382,10 @@ class ClassifierService:
 
 
 ClassifierService.add_asgi_middleware(ValidationErrorsAsText)
+if DEPLOYMENT.auth != "off":
+    ClassifierService.add_asgi_middleware(ApiKeys, mode=DEPLOYMENT.auth,
+                                          keys_file=DEPLOYMENT.auth_keys_file,
+                                          protect_metrics=DEPLOYMENT.auth_metrics)  # fmt: skip
 ClassifierService.add_asgi_middleware(DocumentedRefusals)
 ClassifierService.add_asgi_middleware(RequestHeadersCheck, max_body_bytes=DEPLOYMENT.max_body_bytes)
 ClassifierService.add_asgi_middleware(MetadataRoute, metadata=SERVED)

@@ -844,6 +844,12 @@ def test_api_keys_guard_every_route_but_the_probes(servers, digits_file: Path) -
     assert call(url, "/predict", alice, body)[0] == 401
     assert call(url, "/predict", bob, body)[0] == 200
     assert "alice" not in keys.read_text() and alice not in keys.read_text()
+    request = urllib.request.Request(f"{url}/docs.json", headers={"authorization": f"Bearer {bob}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        document = json.loads(response.read())
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    predict = document["paths"]["/predict"]["post"]
+    assert predict["security"] == [{"bearer": []}] and "401" in predict["responses"]
     with bentoml.SyncHTTPClient(url, token=bob) as client:  # BentoML's client, as documented
         (answer,) = client.predict(inputs=np.asarray(body["inputs"], dtype=np.float32))
     assert len(answer["probabilities"]) == 10

@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-OPEN_PATHS = ("/livez", "/readyz")  # probes never need a key
+OPEN_PATHS = ("/livez", "/readyz", "/healthz")  # probes never need a key
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MODES = ("auto", "on", "off")
 
@@ -56,6 +56,13 @@ def revoke_key(path: Path, name: str) -> None:
     path.write_text("".join(f"{line}\n" for line in kept))
 
 
+def keys_asked(mode: str, scope) -> bool:
+    """Whether this connection is asked for a key: `on`, or `auto` on a non-loopback address."""
+    if mode == "auto":
+        return (scope.get("server") or ("",))[0] not in LOOPBACK
+    return mode == "on"
+
+
 class ApiKeys:
     """ASGI middleware: 401 with `WWW-Authenticate` for a request without a valid key; the
     probes stay open, and /metrics unless `protect_metrics`. Every stored hash is
@@ -70,14 +77,11 @@ class ApiKeys:
         self.hashes: list[bytes] = []
 
     def required(self, scope) -> bool:
-        if self.mode == "off" or scope["path"] in OPEN_PATHS:
+        if scope["path"] in OPEN_PATHS or (
+            scope["path"] == "/metrics" and not self.protect_metrics
+        ):
             return False
-        if scope["path"] == "/metrics" and not self.protect_metrics:
-            return False
-        if self.mode == "auto":
-            host = (scope.get("server") or ("",))[0]
-            return host not in LOOPBACK
-        return True
+        return keys_asked(self.mode, scope)
 
     def current_hashes(self) -> list[bytes]:
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from mlops.serving.auth import OPEN_PATHS, keys_asked
+
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
@@ -84,15 +86,23 @@ class ValidationErrorsAsText:
 
 class DocumentedRefusals:
     """/docs.json as BentoML writes it, plus what the middlewares here answer: 413 and 415
-    on every POST, whose body is required (an empty one is refused with 400)."""
+    on every POST, whose body is required (an empty one is refused with 400), and with API
+    keys on, the bearer scheme and 401 on every operation that needs one."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+    def __init__(self, app, auth: str = "off", protect_metrics: bool = False) -> None:
+        self.app, self.auth = app, auth
+        self.open = OPEN_PATHS if protect_metrics else (*OPEN_PATHS, "/metrics")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] != "/docs.json":
             return await self.app(scope, receive, send)
-        return await rewritten(self.app, scope, receive, send, 200, with_refusals)
+        if keys_asked(self.auth, scope):
+
+            def rewrite(body: bytes) -> bytes:
+                return with_bearer(with_refusals(body), self.open)
+        else:
+            rewrite = with_refusals
+        return await rewritten(self.app, scope, receive, send, 200, rewrite)
 
 
 REFUSALS = {
@@ -118,6 +128,25 @@ def with_refusals(body: bytes) -> bytes:
                 "description": description,
                 "content": {"application/json": {"schema": error}},
             }
+    return json.dumps(document).encode()
+
+
+def with_bearer(body: bytes, open_paths: tuple[str, ...]) -> bytes:
+    try:
+        document = json.loads(body)
+        paths = document["paths"]
+    except (ValueError, KeyError):
+        return body
+    schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["bearer"] = {"type": "http", "scheme": "bearer",
+                         "description": "an API key: mlops keys new NAME"}  # fmt: skip
+    for path, operations in paths.items():
+        if path in open_paths:
+            continue
+        for operation in operations.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                operation["security"] = [{"bearer": []}]
+                operation["responses"]["401"] = {"description": "No valid API key"}
     return json.dumps(document).encode()
 
 

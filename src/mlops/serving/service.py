@@ -386,7 +386,8 @@ if DEPLOYMENT.auth != "off":
     ClassifierService.add_asgi_middleware(ApiKeys, mode=DEPLOYMENT.auth,
                                           keys_file=DEPLOYMENT.auth_keys_file,
                                           protect_metrics=DEPLOYMENT.auth_metrics)  # fmt: skip
-ClassifierService.add_asgi_middleware(DocumentedRefusals)
+ClassifierService.add_asgi_middleware(DocumentedRefusals, auth=DEPLOYMENT.auth,
+                                      protect_metrics=DEPLOYMENT.auth_metrics)  # fmt: skip
 ClassifierService.add_asgi_middleware(RequestHeadersCheck, max_body_bytes=DEPLOYMENT.max_body_bytes)
 ClassifierService.add_asgi_middleware(MetadataRoute, metadata=SERVED)
 if DEPLOYMENT.reconnect_every:

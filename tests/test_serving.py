@@ -786,7 +786,7 @@ def test_a_killed_worker_is_replaced_under_load_and_no_request_hangs(
         while time.monotonic() < stop:
             try:
                 status = post(served["url"], body)[0]
-            except OSError:  # reset by the killed worker
+            except (OSError, http.client.HTTPException):  # reset or cut by the killed worker
                 status = -1
             answers.append((time.monotonic(), status))
         return answers

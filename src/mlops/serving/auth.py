@@ -49,9 +49,9 @@ def new_key(path: Path, name: str) -> str:
 
 
 def revoke_key(path: Path, name: str) -> None:
-    kept = [line for line in (path.read_text().splitlines() if path.is_file() else [])
-            if line.split(maxsplit=1)[1:] != [name]]  # fmt: skip
-    if len(kept) == len(path.read_text().splitlines() if path.is_file() else []):
+    lines = path.read_text().splitlines() if path.is_file() else []
+    kept = [line for line in lines if line.split(maxsplit=1)[1:] != [name]]
+    if len(kept) == len(lines):
         raise ValueError(f"no key named {name!r} in {path} (mlops keys list)")
     path.write_text("".join(f"{line}\n" for line in kept))
 

@@ -152,7 +152,7 @@ def _check_settings(cfg: DictConfig) -> None:
             f"deploy.payload_sample_rate={rate}: use the share of answered samples to log, "
             "from 0 (none) to 1 (all); 0.01 logs one in a hundred"
         )
-    mode = str(cfg.deploy.get("auth", {}).get("mode", "off"))
+    mode = str((cfg.deploy.get("auth") or {}).get("mode", "off"))
     if mode not in MODES:
         raise DeployError(
             f"deploy.auth.mode={mode}: use auto (API keys on any address but 127.0.0.1), on or off"
@@ -268,6 +268,7 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     import bentoml
 
     stored_name = bento_name(model_name)
+    auth = cfg.deploy.get("auth") or {}  # a config folder older than deploy.auth: off
     deployment = Deployment(
         bento_model_tag=f"{stored_name}:v{number}",
         model_name=model_name,
@@ -292,11 +293,9 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
         reconnect_every=int(cfg.deploy.reconnect_every),
         feedback_ttl_days=float(cfg.deploy.get("feedback_ttl_days", 30)),
         payload_sample_rate=float(cfg.deploy.get("payload_sample_rate", 0)),
-        auth=str(cfg.deploy.get("auth", {}).get("mode", "off")),
-        auth_keys_file=str(
-            Path(cfg.deploy.get("auth", {}).get("keys_file") or ".mlops-keys").resolve()
-        ),
-        auth_metrics=bool(cfg.deploy.get("auth", {}).get("metrics", False)),
+        auth=str(auth.get("mode", "off")),
+        auth_keys_file=str(Path(auth.get("keys_file") or ".mlops-keys").resolve()),
+        auth_metrics=bool(auth.get("metrics", False)),
         payload_dir=str(Path(cfg.paths.get("payload_dir", "payloads")).resolve()),
         model_format=model_format,
     )

@@ -12,11 +12,8 @@ MODEL = "model"  # prefix of the stored model's files; "src" for the Bento's own
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def file_digests(model_dir: Path, src_dir: Path, src_files: list[str]) -> dict[str, str]:

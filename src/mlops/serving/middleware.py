@@ -79,7 +79,7 @@ class ValidationErrorsAsText:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] != "POST":  # validation is of bodies
             return await self.app(scope, receive, send)
         return await rewritten(self.app, scope, receive, send, 400, as_text)
 

@@ -48,11 +48,8 @@ def dvc_data_hash(dvc_file: Path) -> str:
 
 def file_md5(path: Path) -> str:
     """md5 of the exact file trained on: catches data that changed since `dvc add`."""
-    digest = hashlib.md5()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 # pinned_file_md5's answer for a file inside a folder DVC tracks that the pinned version

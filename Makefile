@@ -82,9 +82,9 @@ predict: install ## MODEL at VERSION's predictions for INPUT (.csv/.npz), writte
 deploy: install ## build a Bento of MODEL at VERSION (default @champion)
 	@$(BIN)/mlops deploy $(MODEL) --version $(VERSION) $(ARGS)
 
-serve: install ## serve the last Bento built by make deploy on 127.0.0.1:3000 (SERVE_PORT=...)
+serve: install ## serve the last Bento built by make deploy on 127.0.0.1:3000 (SERVE_PORT=..., ARGS="deploy.tls.certfile=... deploy.tls.keyfile=...")
 	@$(call refuse_taken_port,$(SERVE_PORT),serve,SERVE_PORT)
-	@$(BIN)/mlops serve --port $(SERVE_PORT) paths.bentoml_home=$(BENTOML_STORE) paths.bento_build_dir=$(BENTO_BUILD_DIR)
+	@$(BIN)/mlops serve --port $(SERVE_PORT) paths.bentoml_home=$(BENTOML_STORE) paths.bento_build_dir=$(BENTO_BUILD_DIR) $(ARGS)
 
 monitor: install ## Prometheus on 127.0.0.1:9090 scraping make serve's service with the project's rules (MONITOR_PORT=...)
 	@command -v prometheus >/dev/null || { echo "installing prometheus (Debian package)"; \

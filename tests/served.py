@@ -67,8 +67,7 @@ class Servers(contextlib.ExitStack):
             return self.running[1]
         self.close()
         self.running = None
-        served = dict(self.deployed.get(family) or self.deploy(family))
-        self.deployed[family] = served
+        served = self.bento(family)
         server = self.enter_context(
             bentoml.serve(served["deployed"].bento_tag, port=free_port(), host="127.0.0.1")
         )
@@ -76,6 +75,11 @@ class Servers(contextlib.ExitStack):
         served = {**served, "url": server.url}
         self.running = (family, served)
         return served
+
+    def bento(self, family: str) -> dict:
+        """That family's champion deployed (trained and built once per module), not served."""
+        self.deployed[family] = dict(self.deployed.get(family) or self.deploy(family))
+        return self.deployed[family]
 
     def deploy(self, family: str) -> dict:
         from mlops.serving.deploy import deploy

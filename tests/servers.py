@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -29,14 +30,21 @@ def taken_port() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
+def wait_until_ready(
+    url: str, process: subprocess.Popen, log: Path, timeout_s: float = 90,
+    context: ssl.SSLContext | None = None,
+) -> None:  # fmt: skip
+    """`context`: the certificates an https `url` is checked against."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(
                 f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
             )
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url, timeout=2, context=context) as response,
+        ):
             if response.status == 200:
                 return
         time.sleep(0.3)
@@ -50,6 +58,7 @@ def running_server(
     log: Path,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> Iterator[subprocess.Popen]:
     """Start `command` in its own session; on exit stop it and all of its children."""
     with log.open("w") as output:
@@ -62,7 +71,7 @@ def running_server(
             cwd=cwd,
         )
     try:
-        wait_until_ready(health_url, process, log)
+        wait_until_ready(health_url, process, log, context=context)
         yield process
     finally:
         stop_group(process)

@@ -87,6 +87,8 @@ def refuse_taken_port(host: str, port: int, command: str) -> None:
 def _serve(args: argparse.Namespace) -> None:
     if args.bento and "=" in args.bento:  # an override, taken by the optional positional
         args.overrides, args.bento = [args.bento, *args.overrides], None
+    from mlops.serving.tls import serve_tls_arguments, tls_files
+
     cfg = _config(args)
     build_dir = Path(cfg.paths.bento_build_dir)
     # as mlops deploy stores it: BENTOML_HOME when set, else paths.bentoml_home
@@ -96,10 +98,13 @@ def _serve(args: argparse.Namespace) -> None:
         raise ConfigError(f"no Bento yet ({last} is missing): run mlops deploy (make deploy) first")
     tag = args.bento or last.read_text().strip()
     host, port = args.host or cfg.deploy.host, int(args.port or cfg.deploy.port)
+    tls = tls_files(cfg.deploy.get("tls"))
     refuse_taken_port(host, port, "serve")
     bentoml = Path(sys.executable).parent / "bentoml"
-    command = [str(bentoml), "serve", tag, "--host", host, "--port", str(port)]
-    print(f"serving {tag} on http://{host}:{port} (BENTOML_HOME={home.resolve()})", flush=True)
+    command = [str(bentoml), "serve", tag, "--host", host, "--port", str(port),
+               *serve_tls_arguments(tls)]  # fmt: skip
+    scheme = "https" if tls else "http"
+    print(f"serving {tag} on {scheme}://{host}:{port} (BENTOML_HOME={home.resolve()})", flush=True)
     os.execve(command[0], command, {**os.environ, "BENTOML_HOME": str(home.resolve())})
 
 

@@ -34,10 +34,10 @@ refuse_taken_port = if (exec 3<>/dev/tcp/127.0.0.1/$(1)) 2>/dev/null; then \
 	exit 1; fi
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui bench clean evaluate compress promote rollback history show predict deploy serve monitor monitor-report containerize
+.PHONY: help install data train test lint ui bench clean evaluate compress promote rollback history show predict deploy serve monitor monitor-report k8s containerize
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install mlops (editable) with test tools
 
@@ -94,6 +94,9 @@ monitor: install ## Prometheus on 127.0.0.1:9090 scraping make serve's service w
 
 monitor-report: install ## drift report of MODEL at VERSION's payload log since SINCE (default 1d), in MLflow; exit 3 on drift
 	@$(BIN)/mlops monitor report $(MODEL) --version $(VERSION) $(if $(SINCE),--since "$(SINCE)") $(ARGS)
+
+k8s: install ## Kubernetes manifests of the last Bento in k8s/, validated offline (ARGS="deploy.kubernetes.registry=...")
+	@$(BIN)/mlops k8s paths.bentoml_home=$(BENTOML_STORE) paths.bento_build_dir=$(BENTO_BUILD_DIR) $(ARGS)
 
 containerize: install ## docker image of the last Bento (needs a Docker engine)
 	@test -f $(BENTO_BUILD_DIR)/LAST_BENTO || { echo "no Bento yet: run make deploy first"; exit 1; }

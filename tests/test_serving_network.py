@@ -7,6 +7,7 @@ import hmac
 import http.client
 import ipaddress
 import json
+import os
 import ssl
 import statistics
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import bentoml
 import numpy as np
 import pytest
+import yaml
 
 from mlops.cli import main
 from mlops.serving.auth import ApiKeys, key_hash, new_key, revoke_key
@@ -195,3 +197,97 @@ def test_a_tls_setting_that_cannot_work_is_one_line_before_anything_starts(
         assert main([*argv, *overrides]) == 1, expected
         (line,) = capsys.readouterr().err.splitlines()
         assert line.startswith("mlops: error: ") and expected in line, line
+
+
+def deployment_spec(documents: list[dict]) -> dict:
+    return next(d for d in documents if d["kind"] == "Deployment")["spec"]
+
+
+def test_mlops_k8s_writes_manifests_valid_for_kubernetes_of_the_bento_it_names(
+    servers, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """`mlops k8s` (make k8s): Deployment of the image make containerize tags, probed on
+    /livez and /readyz, resources from deploy.kubernetes, the keys Secret mounted where
+    MLOPS_API_KEYS_FILE points, a Service onto the pods' port, and with autoscale an HPA
+    in charge of the replicas; every object valid against Kubernetes' own schemas."""
+    import kubernetes_validate
+
+    served = servers.bento("secured")
+    tag = served["deployed"].bento_tag
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "LAST_BENTO").write_text(f"{tag}\n")
+    monkeypatch.setenv("BENTOML_HOME", os.environ["BENTOML_HOME"])  # restored after the test
+    argv = ["k8s", "--config-dir", str(ROOT / "conf"), f"paths.bento_build_dir={build}",
+            f"deploy.kubernetes.output_dir={tmp_path / 'k8s'}",
+            "deploy.kubernetes.registry=registry.example.com/ml",
+            "deploy.kubernetes.memory=3Gi"]  # fmt: skip
+    assert main([*argv, "deploy.kubernetes.autoscale.enabled=true"]) == 0
+    out = capsys.readouterr().out
+    (path,) = (tmp_path / "k8s").glob("*.yaml")
+    assert f"{path}: Deployment, Service, HorizontalPodAutoscaler for {tag}" in out
+    assert "create secret generic mlops-api-keys --from-file=keys=" in out
+    documents = list(yaml.safe_load_all(path.read_text()))
+    for document in documents:  # independently of mlops' own check
+        kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
+    deployment, service, autoscaler = documents
+    spec = deployment["spec"]
+    assert "replicas" not in spec  # the autoscaler's to set
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["image"] == f"registry.example.com/ml/{tag}"
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "3Gi"}  # 2 workers x 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    (keys,) = [m for m in container["volumeMounts"] if m["name"] == "api-keys"]
+    assert env["MLOPS_API_KEYS_FILE"] == f"{keys['mountPath']}/keys"
+    assert {"name": "api-keys", "secret": {"secretName": "mlops-api-keys"}} in spec["template"][
+        "spec"]["volumes"]  # fmt: skip
+    assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
+    assert spec["template"]["metadata"]["labels"].items() >= service["spec"]["selector"].items()
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+    assert autoscaler["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+
+    assert main(argv) == 0  # fixed replicas: no autoscaler
+    assert [d["kind"] for d in yaml.safe_load_all(path.read_text())] == ["Deployment", "Service"]
+    assert deployment_spec(list(yaml.safe_load_all(path.read_text())))["replicas"] == 2
+    capsys.readouterr()
+    bad = {"deploy.kubernetes.replicas=two": "Deployment is not valid Kubernetes",
+           "deploy.kubernetes.version=0.1": "deploy.kubernetes.version=0.1",
+           "deploy.kubernetes.autoscale.max_replicas=1": "min_replicas <= max_replicas",
+           }  # fmt: skip
+    for override, expected in bad.items():
+        extra = ["deploy.kubernetes.autoscale.enabled=true"] if "autoscale" in override else []
+        assert main([*argv, override, *extra]) == 1, override
+        (line,) = capsys.readouterr().err.splitlines()
+        assert expected in line, line
+
+
+def test_manifests_of_a_bento_without_keys_or_payload_log_mount_neither() -> None:
+    """auth off and no payload log: no Secret, no volume; the pods run as BentoML's user."""
+    from omegaconf import OmegaConf
+
+    from mlops.serving.deployment import Deployment
+    from mlops.serving.kubernetes import BENTO_UID, manifests, object_name
+    from tests.conftest import compose_config
+
+    settings = compose_config([]).deploy.kubernetes
+    deployment = Deployment(
+        bento_model_tag="m:v1", model_name="Digits CNN", model_version="4", alias="champion",
+        run_id="r", git_commit="c", data_md5="d", input_shape=(64,), num_classes=10,
+        max_batch_size=64, max_latency_ms=1000, max_request_samples=256,
+        max_body_bytes=1000, workers=3, torch_threads=2, auth="off", payload_sample_rate=0,
+    )  # fmt: skip
+    documents = manifests(deployment, "digits-cnn-4f2a.v2_service:v4", OmegaConf.create(settings))
+    pod = deployment_spec(documents)["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["volumes"] == [] and container["volumeMounts"] == []
+    assert not {"MLOPS_API_KEYS_FILE", "MLOPS_PAYLOAD_DIR"} & {e["name"] for e in container["env"]}
+    assert container["resources"]["requests"]["cpu"] == "6"  # 3 workers x 2 threads
+    assert documents[0]["metadata"]["name"] == "digits-cnn-4f2a-v2-service"
+    assert object_name("3d-model_service") == "mlops-3d-model-service"
+    assert pod["securityContext"]["runAsUser"] == BENTO_UID
+
+    from bentoml._internal.container.generate import BENTO_UID_GID  # BentoML's image's user
+
+    assert BENTO_UID == BENTO_UID_GID

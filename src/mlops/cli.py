@@ -84,19 +84,50 @@ def refuse_taken_port(host: str, port: int, command: str) -> None:
                           f"stop it, or pass --port {port + 1}")  # fmt: skip
 
 
-def _serve(args: argparse.Namespace) -> None:
+def _bento(args: argparse.Namespace, cfg) -> tuple[str, Path]:
+    """The Bento named, or the last one mlops deploy built, and the BentoML store it is in."""
+    # as mlops deploy stores it: BENTOML_HOME when set, else paths.bentoml_home
+    home = Path(os.environ.get("BENTOML_HOME") or cfg.paths.bentoml_home)
+    last = Path(cfg.paths.bento_build_dir) / "LAST_BENTO"
+    if args.bento is None and not last.is_file():
+        raise ConfigError(f"no Bento yet ({last} is missing): run mlops deploy (make deploy) first")
+    return args.bento or last.read_text().strip(), home
+
+
+def _bento_or_override(args: argparse.Namespace) -> None:
     if args.bento and "=" in args.bento:  # an override, taken by the optional positional
         args.overrides, args.bento = [args.bento, *args.overrides], None
+
+
+def _k8s(args: argparse.Namespace) -> None:
+    _bento_or_override(args)
+    cfg = _config(args)
+    tag, home = _bento(args, cfg)
+    os.environ["BENTOML_HOME"] = str(home.resolve())
+    from mlops.serving.kubernetes import bento_manifests, image_name
+
+    settings = cfg.deploy.kubernetes
+    path, documents, version = bento_manifests(settings, tag)
+    kinds = ", ".join(d["kind"] for d in documents)
+    print(f"{path}: {kinds} for {tag} (valid Kubernetes {version})")
+    image = image_name(tag, settings.registry)
+    push = f" && docker tag {tag} {image} && docker push {image}" if settings.registry else ""
+    print(f"  image: make containerize{push}")
+    volumes = documents[0]["spec"]["template"]["spec"]["volumes"]
+    if any(v["name"] == "api-keys" for v in volumes):
+        print(
+            f"  keys:  kubectl -n {settings.namespace} create secret generic "
+            f"{settings.keys_secret} --from-file=keys={cfg.deploy.auth.keys_file}"
+        )
+    print(f"  apply: kubectl apply -f {path}")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    _bento_or_override(args)
     from mlops.serving.tls import serve_tls_arguments, tls_files
 
     cfg = _config(args)
-    build_dir = Path(cfg.paths.bento_build_dir)
-    # as mlops deploy stores it: BENTOML_HOME when set, else paths.bentoml_home
-    home = Path(os.environ.get("BENTOML_HOME") or cfg.paths.bentoml_home)
-    last = build_dir / "LAST_BENTO"
-    if args.bento is None and not last.is_file():
-        raise ConfigError(f"no Bento yet ({last} is missing): run mlops deploy (make deploy) first")
-    tag = args.bento or last.read_text().strip()
+    tag, home = _bento(args, cfg)
     host, port = args.host or cfg.deploy.host, int(args.port or cfg.deploy.port)
     tls = tls_files(cfg.deploy.get("tls"))
     refuse_taken_port(host, port, "serve")
@@ -393,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="default: deploy.host (127.0.0.1)")
     serve.add_argument("--port", type=int, help="default: deploy.port (3000)")
     serve.set_defaults(handler=_serve)
+
+    k8s = _with_config(
+        commands.add_parser("k8s", help="Kubernetes manifests of a Bento (default: the last one)")
+    )
+    k8s.add_argument("bento", nargs="?", help="Bento tag (default: the last mlops deploy)")
+    k8s.set_defaults(handler=_k8s)
 
     monitor = commands.add_parser("monitor", help="watch a served version")
     watchers = monitor.add_subparsers(dest="action", required=True)

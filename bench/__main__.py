@@ -13,6 +13,7 @@ BENCHMARKS = (
     "ddp_scaling",
     "serving",
     "monitoring",
+    "soak",
     "compression",
     "cold_start",
     "gpu_configs",

@@ -28,12 +28,15 @@ def wrk_binary() -> str:
     return found
 
 
-def post_script(path: Path, body: str) -> Path:
+def post_script(path: Path, body: str, headers: dict[str, str] | None = None) -> Path:
     level = "=" * 4  # a Lua long string that no JSON contains
+    extra = "".join(
+        f'wrk.headers["{name}"] = "{value}"\n' for name, value in (headers or {}).items()
+    )
     path.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [{level}[{body}]{level}]\n"
+        f"{extra}wrk.body = [{level}[{body}]{level}]\n"
     )
     return path
 

@@ -12,81 +12,21 @@ model, code and every other setting are the same.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-from bench.loadgen import Load, post_script, run_wrk, wrk_binary
+from bench.loadgen import post_script, wrk_binary
 from bench.report import REPORT, markdown_table, publish
-from bench.serving import (
-    BATCH,
-    CONNECTIONS,
-    median_load,
-    payload,
-    spread,
-    train_and_deploy,
-)
-from tests.servers import free_port, running_server
+from bench.serving import BATCH, CONNECTIONS, median_load, payload, spread, train_and_deploy
+from bench.variants import in_turns, percent_change, served_variants, variant
 
-BIN = Path(sys.executable).parent
 AS_DEPLOYED, OFF, ALL_LOGGED = (
     "as deployed (on, 1% logged)",
     "monitoring off",
     "on, every answer logged",
 )
 BUDGET_PERCENT = 5.0  # issue 28: single-sample req/s drops by at most this with monitoring on
-
-
-def variant(bento_dir: Path, folder: Path, **settings) -> Path:
-    """A copy of the Bento whose deployment.json has `settings`."""
-    shutil.copytree(bento_dir, folder)
-    deployment = folder / "src" / "deployment.json"
-    deployment.write_text(json.dumps({**json.loads(deployment.read_text()), **settings}, indent=2))
-    return folder
-
-
-def percent_change(value: float, baseline: float) -> str:
-    return f"{100 * (value / baseline - 1):+.1f}%"
-
-
-def side_by_side(
-    bentos: dict[str, Path], workdir: Path, scripts: dict[str, Path], seconds: int, repeats: int
-) -> dict[str, dict[str, list[Load]]]:
-    """All variants up at once (each with a store of its own: servers sharing one share its
-    Prometheus directory), measured in turns, the order rotated every round, so that a
-    noisy minute of the machine falls on all of them."""
-    with contextlib.ExitStack() as stack:
-        urls = {}
-        for n, (name, bento) in enumerate(bentos.items()):
-            home = workdir / f"bentoml-{n}"
-            shutil.copytree(workdir / "bentoml", home)
-            port = free_port()
-            stack.enter_context(running_server(
-                [str(BIN / "bentoml"), "serve", str(bento), "--host", "127.0.0.1",
-                 "--port", str(port)],
-                f"http://127.0.0.1:{port}/readyz", workdir / f"server-{n}.log",
-                env={**os.environ, "BENTOML_HOME": str(home),
-                     "MLOPS_PAYLOAD_DIR": str(workdir / f"payloads-{n}")},
-            ))  # fmt: skip
-            urls[name] = f"http://127.0.0.1:{port}/predict"
-        for url in urls.values():
-            for script in scripts.values():
-                run_wrk(url, script, CONNECTIONS, 3)  # warm-up
-        runs: dict[str, dict[str, list[Load]]] = {name: {kind: [] for kind in scripts}
-                                                   for name in bentos}  # fmt: skip
-        names = list(bentos)
-        for round_ in range(repeats):
-            order = names[round_ % len(names) :] + names[: round_ % len(names)]
-            for kind, script in scripts.items():
-                for name in order:
-                    runs[name][kind].append(run_wrk(urls[name], script, CONNECTIONS, seconds))
-        for name in names:
-            print(name, {kind: median_load(x) for kind, x in runs[name].items()}, flush=True)
-        return runs
 
 
 def main() -> None:
@@ -112,7 +52,9 @@ def main() -> None:
             "single": post_script(workdir / "single.lua", payload(1)),
             "batch": post_script(workdir / "batch.lua", payload(BATCH)),
         }
-        runs = side_by_side(bentos, workdir, scripts, args.seconds, args.repeats)
+        with served_variants(bentos, workdir) as served:
+            urls = {name: f"{url}/predict" for name, (url, _) in served.items()}
+            runs = in_turns(urls, scripts, args.seconds, args.repeats)
     results = {name: {kind: median_load(x) for kind, x in kinds.items()}
                for name, kinds in runs.items()}  # fmt: skip
     rows = []

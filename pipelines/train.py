@@ -24,7 +24,7 @@ from mlops.messages import LOG, keep_in_job_log, tell
 from mlops.models.family import model_family
 from mlops.quiet import artifact_progress_bars_only_when_asked, mlflow_notes_in_the_log_only
 from mlops.registry.description import describe
-from mlops.registry.register import log_and_register
+from mlops.registry.register import log_and_register, log_model
 from mlops.tracking.lineage import lineage_tags
 from mlops.tracking.resume import check_resumable
 from mlops.tracking.run import (
@@ -126,6 +126,17 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     gate = training.promotion_gate(
                         cfg, cfg.logger.tracking_uri, datamodule, version
                     )
+            elif cfg.get("log_model", False):  # the model in the run, no version
+                training.load_tested_weights(module, checkpoint)
+                log_model(
+                    cfg.logger.tracking_uri,
+                    logger.run_id,
+                    module.net,
+                    datamodule.splits.x_test[:5],
+                    cfg.registry.serialization_format,
+                    datamodule.classes,
+                    datamodule.feature_names,
+                )
     except BaseException:
         logger.finalize("failed")
         if trainer.is_global_zero and (

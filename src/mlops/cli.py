@@ -274,6 +274,30 @@ def _compress(args: argparse.Namespace) -> None:
             print(f"{row.variant} not registered: {'; '.join(row.refusals)}")
 
 
+def _reproduce(args: argparse.Namespace) -> None:
+    from mlops.errors import ReproductionDiffers
+    from mlops.rebuild.reproduce import reproduce, reproduction_table
+    from mlops.registry.aliases import parse_model_ref
+    from mlops.registry.show import print_table
+
+    cfg = _config(args)
+    name, ref = parse_model_ref(args.model)
+    result = reproduce(cfg, _client(cfg), name, args.version or ref or "@champion", args.register)
+    print_table(reproduction_table(result))
+    if result.predictions is not None:
+        print(f"predictions: {result.predictions.describe()}")
+    else:
+        print("predictions: not compared (the version's commit cannot log a model without "
+              "registering it: pass --register to compare a registered rebuild)")  # fmt: skip
+    if result.registered_version:
+        print(f"registered as {name} version {result.registered_version}")
+    version = result.recipe.version
+    if not result.matches:
+        raise ReproductionDiffers(f"the rebuild differs from {name} version {version} (above); "
+                                  f"its run: {result.run_id}")  # fmt: skip
+    print(f"reproduced: {name} version {version} rebuilt from its lineage matches it")
+
+
 def _predict(args: argparse.Namespace) -> None:
     from mlops.registry.aliases import parse_model_ref, resolve_version
     from mlops.serving.batch import default_output, predict_file
@@ -416,6 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("model", help="registered model, optionally with @alias or /version")
     compress.add_argument("--version", help="version number or @alias (default: compress.version)")
     compress.set_defaults(handler=_compress)
+
+    reproduce = _with_config(
+        commands.add_parser(
+            "reproduce", help="rebuild a version from its lineage and compare; exit 3 if it differs"
+        )
+    )
+    reproduce.add_argument("model", help="registered model, optionally with @alias or /version")
+    reproduce.add_argument("--version", help="version number or @alias (default: @champion)")
+    reproduce.add_argument(
+        "--register", action="store_true", help="register the rebuild as a new version (gated)"
+    )
+    reproduce.set_defaults(handler=_reproduce)
 
     serve = _with_config(
         commands.add_parser("serve", help="serve a Bento (default: the last one deployed)")

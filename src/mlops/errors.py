@@ -48,3 +48,14 @@ class DriftFound(MonitorError):
     """A monitoring report found drift: not a failure to run, so cron tells it apart."""
 
     exit_code = 3
+
+
+class UpdateError(MlopsError, ValueError):
+    """A version that cannot be reproduced or retrained as asked: no lineage, a dirty tree,
+    data bytes that are gone."""
+
+
+class ReproductionDiffers(UpdateError):
+    """A rebuild ran but does not match the version: shown, and told apart by its exit code."""
+
+    exit_code = 3

@@ -93,18 +93,16 @@ def reproduction_problem(model_uri: str, model: nn.Module, example: np.ndarray) 
     return outputs_problem(model, loaded, batches, "exported graph")
 
 
-def log_and_register(
+def log_model(
     tracking_uri: str,
     run_id: str,
     net: nn.Module,
     input_example: np.ndarray,
-    model_name: str,
-    version_tags: Mapping[str, str],
     serialization_format: str = "pt2",
     classes: Sequence[Label] = (),
     features: Sequence[str] | None = None,
-) -> ModelVersion:
-    """Log `net` (+ softmax) to the run and register it under `model_name`.
+) -> tuple[ModelInfo, str]:
+    """Log `net` (+ softmax) to the run: (its ModelInfo, the format it was logged in).
 
     `pt2` (MLflow's default, `torch.export`) stores a graph of tensor operations and raw
     tensors, no pickled objects: loading it needs neither mlops nor the network's class.
@@ -150,6 +148,25 @@ def log_and_register(
                 fmt = "pickle"
         if fmt == "pickle":
             info = _log_model(model, signature, input_example, fmt, metadata)
+    return info, fmt
+
+
+def log_and_register(
+    tracking_uri: str,
+    run_id: str,
+    net: nn.Module,
+    input_example: np.ndarray,
+    model_name: str,
+    version_tags: Mapping[str, str],
+    serialization_format: str = "pt2",
+    classes: Sequence[Label] = (),
+    features: Sequence[str] | None = None,
+) -> ModelVersion:
+    """Log `net` (+ softmax) to the run (log_model) and register it under `model_name`."""
+    info, fmt = log_model(tracking_uri, run_id, net, input_example, serialization_format,
+                          classes, features)  # fmt: skip
+    client = mlflow.MlflowClient(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
         with contextlib.redirect_stderr(io.StringIO()) as said:  # MLflow prints, not logs,
             registered = mlflow.register_model(info.model_uri, model_name)  # what we tell
         for line in said.getvalue().splitlines():  # kept in the job log, off the console

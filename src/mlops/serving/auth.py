@@ -1,6 +1,6 @@
 """API keys for a served version: clients send `Authorization: Bearer <key>`; the service
 keeps only the keys' sha256 (a keys file, one `sha256:<hex> <name>` per line, re-read
-when it changes, so a key is added or revoked without a rebuild). `auto` asks for a key
+within a second of a change, so a key is added or revoked without a rebuild). `auto` asks for a key
 on any address but loopback, so `make serve` on 127.0.0.1 stays open and a Bento served
 on a network does not."""
 
@@ -11,11 +11,13 @@ import hmac
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz")  # probes never need a key
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MODES = ("auto", "on", "off")
+RECHECK_S = 1.0  # a key added or revoked counts within this long
 
 
 def key_hash(key: str) -> str:
@@ -65,9 +67,11 @@ def keys_asked(mode: str, scope) -> bool:
 
 class ApiKeys:
     """ASGI middleware: 401 with `WWW-Authenticate` for a request without a valid key; the
-    probes stay open, and /metrics unless `protect_metrics`. Every stored hash is
-    compared, in constant time, so a wrong key's answer takes as long whatever it shares
-    with a good one; keys are never logged."""
+    probes stay open, and /metrics unless `protect_metrics`. An unknown key's hash is
+    compared with every stored hash, in constant time, so a wrong key's answer takes as
+    long whatever it shares with a good one; a header once found valid is remembered
+    (until the keys file changes), which spares the hashing on every request after the
+    first; keys are never logged."""
 
     def __init__(self, app, mode: str, keys_file: str, protect_metrics: bool = False) -> None:
         self.app, self.mode = app, mode
@@ -75,6 +79,8 @@ class ApiKeys:
         self.protect_metrics = protect_metrics
         self.stamp: tuple[float, int] | None = None
         self.hashes: list[bytes] = []
+        self.accepted: set[bytes] = set()  # Authorization headers found valid
+        self.next_check = 0.0
 
     def required(self, scope) -> bool:
         if scope["path"] in OPEN_PATHS or (
@@ -84,24 +90,35 @@ class ApiKeys:
         return keys_asked(self.mode, scope)
 
     def current_hashes(self) -> list[bytes]:
+        now = time.monotonic()
+        if now < self.next_check:  # the file's stat at most once a second, off most requests
+            return self.hashes
+        self.next_check = now + RECHECK_S
         try:
-            stat = self.path.stat()
-            stamp = (stat.st_mtime, stat.st_size)
+            stat = os.stat(self.path)
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         except OSError:
             stamp = None
-        if stamp != self.stamp:  # added or revoked since the last request
+        if stamp != self.stamp:  # added or revoked since the last look
             self.stamp = stamp
             self.hashes = [h.encode() for h in read_keys(self.path)]
+            self.accepted = set()
         return self.hashes
 
     def valid(self, scope) -> bool:
-        header = dict(scope.get("headers", [])).get(b"authorization", b"")
+        header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
+        hashes = self.current_hashes()
+        if header in self.accepted:  # a set: its lookup compares no prefix of the bytes
+            return True
         scheme, _, key = header.partition(b" ")
         offered = key_hash(key.strip().decode(errors="replace")).encode()
         found = False
-        for stored in self.current_hashes():
+        for stored in hashes:
             found |= hmac.compare_digest(offered, stored)
-        return found and scheme.lower() == b"bearer"
+        if found and scheme.lower() == b"bearer":
+            self.accepted.add(header)  # forgotten when the keys file changes
+            return True
+        return False
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or not self.required(scope) or self.valid(scope):

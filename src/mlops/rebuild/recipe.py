@@ -1,0 +1,58 @@
+"""What a registered version was made from, as its lineage tags record it: the commit, the
+overrides, the exact data bytes. Enough to rebuild it, or refused with the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+
+from mlops.errors import UpdateError
+from mlops.registry.aliases import resolve_version
+
+REQUIRED_TAGS = ("git.commit", "data.file", "data.file_md5", "hydra.overrides")
+# overrides the rebuild sets itself: where the data, the store and the outputs are
+SET_BY_REBUILD = ("data.path", "logger.tracking_uri", "register", "log_model", "ckpt_path")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model_name: str
+    version: str
+    run_id: str
+    commit: str
+    data_file: str  # where the training read its data
+    data_md5: str  # md5 of the bytes it read
+    overrides: tuple[str, ...]  # the training's command-line overrides
+    metrics: dict[str, float]
+
+
+def recipe_of(client: MlflowClient, model_name: str, ref: str) -> Recipe:
+    version = resolve_version(client, model_name, ref)
+    tags = dict(version.tags)
+    missing = [tag for tag in REQUIRED_TAGS if not tags.get(tag) or tags[tag] == "unknown"]
+    label = f"{model_name} version {version.version}"
+    if missing or not version.run_id:
+        raise UpdateError(f"{label} has no lineage to rebuild it from (missing tags: "
+                          f"{', '.join(missing) or 'run_id'}): it was not trained by mlops "
+                          "train in a git checkout; nothing was created")  # fmt: skip
+    if tags.get("git.dirty") != "false":
+        raise UpdateError(
+            f"{label} was trained from a work tree with uncommitted changes (git.dirty="
+            f"{tags.get('git.dirty', 'unknown')}): commit {tags['git.commit'][:12]} alone does "
+            "not hold its code, so it cannot be rebuilt; nothing was created"
+        )
+    listed = tags["hydra.overrides"]
+    overrides = () if listed == "(none)" else tuple(listed.split())
+    return Recipe(
+        model_name=model_name, version=str(version.version), run_id=version.run_id,
+        commit=tags["git.commit"], data_file=tags["data.file"], data_md5=tags["data.file_md5"],
+        overrides=overrides, metrics=dict(client.get_run(version.run_id).data.metrics),
+    )  # fmt: skip
+
+
+def replayed_overrides(recipe: Recipe) -> list[str]:
+    """The training's overrides less those the rebuild sets itself."""
+    return [o for o in recipe.overrides
+            if o.split("=", 1)[0].lstrip("+~") not in SET_BY_REBUILD
+            and not o.split("=", 1)[0].lstrip("+~").startswith(("paths.", "hydra."))]  # fmt: skip

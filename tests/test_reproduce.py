@@ -1,0 +1,181 @@
+"""`mlops reproduce`: a version rebuilt from its lineage alone, in a git project of its own
+(a copy of this one, committed), trained by the real pipeline in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mlops.cli import main
+from mlops.data.versioning import check_against_pin
+from mlops.errors import UpdateError
+from mlops.rebuild.data_bytes import cache_object, training_bytes
+from mlops.rebuild.recipe import recipe_of
+from tests.conftest import FAST, ROOT
+
+OVERRIDES = ["model=rnn", "model.cell=lstm", "seed=3"]
+# enough training that the predictions compared are not all one class
+TRAINING = [o for o in FAST if not o.startswith(("trainer.max_epochs", "+trainer.limit_train"))]
+TRAINING += ["trainer.max_epochs=3", "+trainer.limit_train_batches=20"]
+GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}  # fmt: skip
+
+
+def git(project: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=project, check=True, capture_output=True,
+                          text=True, env={**os.environ, **GIT}).stdout.strip()  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This project's code, config and pinned data in a repository of its own, committed,
+    with the data in its DVC cache, and one version trained with OVERRIDES."""
+    project = tmp_path_factory.mktemp("project")
+    for folder in ("src", "pipelines", "conf"):
+        shutil.copytree(ROOT / folder, project / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for name in ("pyproject.toml", "data.dvc", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, project / name)
+    (project / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy(ROOT / ".dvc" / name, project / ".dvc" / name)
+    shutil.copytree(ROOT / "data", project / "data")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "v1")
+    assert check_against_pin(project / "data.dvc").matches  # fills the project's DVC cache
+    train(project, *OVERRIDES)
+    return project
+
+
+def tracking(project: Path) -> str:
+    return f"sqlite:///{project / 'mlflow.db'}"
+
+
+def train(project: Path, *overrides: str) -> None:
+    job = subprocess.run(
+        [sys.executable, "pipelines/train.py", *overrides, *TRAINING,
+         f"logger.tracking_uri={tracking(project)}"],
+        cwd=project, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": f"{project / 'src'}{os.pathsep}{project}"},
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr[-3000:]
+
+
+def reproduce(project: Path, *args: str) -> int:
+    config = ["--config-dir", str(project / "conf"), f"paths.root_dir={project}",
+              f"logger.tracking_uri={tracking(project)}"]  # fmt: skip
+    return main(["reproduce", "digits-rnn", *args, *config])
+
+
+def test_a_version_trained_with_overrides_is_rebuilt_equal_from_its_commit_and_data(
+    project: Path, capsys
+) -> None:
+    """The rebuild replays the overrides on the version's commit (a worktree once the
+    checkout has moved on: here its RNN default changed) and the bytes its run read (data/
+    now holds others): equal test metrics and predictions, a run tagged a reproduction,
+    no new version."""
+    client = MlflowClient(tracking(project))
+    rnn = project / "conf" / "model" / "rnn.yaml"
+    rnn.write_text(rnn.read_text().replace("hidden_size: 128", "hidden_size: 16"))
+    assert "hidden_size: 16" in rnn.read_text()
+    git(project, "commit", "-qam", "a smaller RNN by default")
+    data = project / "data" / "digits" / "digits.npz"
+    pinned = data.read_bytes()
+    data.write_bytes(pinned[:-10] + b"0123456789")  # what data/ holds now is not the recipe
+    try:
+        assert reproduce(project, "--version", "1") == 0
+    finally:
+        data.write_bytes(pinned)
+    out = capsys.readouterr().out
+    assert "reproduced: digits-rnn version 1 rebuilt from its lineage matches it" in out
+    assert "test predictions equal, probabilities to the bit" in out
+    assert "DIFFERS" not in out
+    assert float(re.search(r"test/acc +│ ([\d.]+)", out).group(1)) > 0.5  # a trained model
+    (run,) = client.search_runs(["0", *[e.experiment_id for e in client.search_experiments()]],
+                                "tags.`mlops.run_type` = 'reproduction'")  # fmt: skip
+    assert run.data.tags["reproduction.of"] == "digits-rnn/1"
+    assert run.data.tags["git.commit"] == client.get_model_version("digits-rnn", "1").tags[
+        "git.commit"]  # fmt: skip
+    original = client.get_run(client.get_model_version("digits-rnn", "1").run_id)
+    assert run.data.metrics["test/acc"] == original.data.metrics["test/acc"]
+    assert run.data.params["model/cell"] == "lstm" and run.data.params["seed"] == "3"
+    assert (
+        run.data.params["model/hidden_size"] == original.data.params["model/hidden_size"] == "128"
+    )
+    assert len(client.search_model_versions("name = 'digits-rnn'")) == 1  # none registered
+    version = client.get_model_version("digits-rnn", "1")
+    assert version.tags["reproduced.matches"] == "true"
+    assert version.tags["reproduced.last_run_id"] == run.info.run_id
+    assert "code" not in os.listdir(next((project / "outputs" / "rebuild").iterdir()))
+
+
+def test_bytes_gone_from_cache_and_remote_or_no_lineage_are_refused_creating_nothing(
+    project: Path, capsys
+) -> None:
+    """The version's data bytes neither in the DVC cache nor on the remote; a version
+    trained from a dirty tree; an unknown version: one line each, no run, no version."""
+    client = MlflowClient(tracking(project))
+    recipe = recipe_of(client, "digits-rnn", "1")
+
+    def runs() -> int:
+        return len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+
+    before = runs()
+    cached = cache_object(project, recipe.data_md5)
+    kept = cached.read_bytes()
+    cached.unlink()
+    try:
+        assert reproduce(project, "--version", "1") == 1
+    finally:
+        cached.write_bytes(kept)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"md5 {recipe.data_md5}: those bytes are not in the DVC cache" in line, line
+    assert "Nothing was created" in line
+    client.set_model_version_tag("digits-rnn", "1", "git.dirty", "true")
+    try:
+        assert reproduce(project, "--version", "1") == 1
+    finally:
+        client.set_model_version_tag("digits-rnn", "1", "git.dirty", "false")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "uncommitted changes (git.dirty=true)" in line, line
+    assert reproduce(project, "--version", "7") == 1
+    assert "version 7" in capsys.readouterr().err
+    assert runs() == before
+    assert len(client.search_model_versions("name = 'digits-rnn'")) == 1
+
+
+def test_bytes_missing_from_the_cache_are_fetched_from_the_dvc_remote(
+    project: Path, tmp_path: Path
+) -> None:
+    """`dvc push`ed, then dropped from the cache: DVC fetches them as the version's commit
+    pins them, and they are checked against the run's md5."""
+    from dvc.repo import Repo
+
+    client = MlflowClient(tracking(project))
+    recipe = recipe_of(client, "digits-rnn", "1")
+    with Repo(str(project)) as repo:
+        repo.push()
+    cached = cache_object(project, recipe.data_md5)
+    kept = cached.read_bytes()
+    cached.unlink()
+    try:
+        fetched = training_bytes(project, recipe, tmp_path)
+    finally:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(kept)
+    assert fetched.read_bytes() == kept and fetched.name == "digits.npz"
+    overrides = client.get_model_version("digits-rnn", "1").tags["hydra.overrides"]
+    client.delete_model_version_tag("digits-rnn", "1", "hydra.overrides")
+    try:
+        with pytest.raises(UpdateError, match=r"missing tags: hydra\.overrides"):
+            recipe_of(client, "digits-rnn", "1")
+    finally:
+        client.set_model_version_tag("digits-rnn", "1", "hydra.overrides", overrides)

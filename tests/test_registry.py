@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -232,11 +233,14 @@ def test_unreachable_server_fails_fast() -> None:
 
 
 def run_cli(*args: str, tracking_uri: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mlops.cli", *args, "--config-dir", str(ROOT / "conf"),
-         f"logger.tracking_uri={tracking_uri}"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
+    """`mlops ...` in this process (what the console script calls), its output captured."""
+    from mlops.cli import main
+
+    argv = [*args, "--config-dir", str(ROOT / "conf"), f"logger.tracking_uri={tracking_uri}"]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def test_cli_history_show_evaluate_and_errors(

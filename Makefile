@@ -34,7 +34,7 @@ refuse_taken_port = if (exec 3<>/dev/tcp/127.0.0.1/$(1)) 2>/dev/null; then \
 	exit 1; fi
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui bench clean evaluate compress reproduce promote rollback history show predict deploy serve monitor monitor-report k8s containerize
+.PHONY: help install data train test lint ui bench clean evaluate compress reproduce retrain promote rollback history show predict deploy serve monitor monitor-report k8s containerize
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ compress: $(DATA_FILE) ## ONNX and int8 variants of MODEL at VERSION, gated; pas
 
 reproduce: install ## rebuild MODEL at VERSION from its lineage (commit, overrides, data bytes) and compare; exit 3 if it differs
 	@$(BIN)/mlops reproduce $(MODEL) --version $(VERSION) $(ARGS)
+
+retrain: install ## the next version of MODEL from VERSION's recipe on new data (ARGS="--with-feedback", "data.path=...", "--if-drift")
+	@$(BIN)/mlops retrain $(MODEL) --version $(VERSION) $(ARGS)
 
 promote: install ## make MODEL version VERSION champion by hand (REASON="...")
 	@$(BIN)/mlops registry promote $(MODEL) $(VERSION) $(if $(REASON),--reason "$(REASON)") $(ARGS)

@@ -298,6 +298,39 @@ def _reproduce(args: argparse.Namespace) -> None:
     print(f"reproduced: {name} version {version} rebuilt from its lineage matches it")
 
 
+def _retrain(args: argparse.Namespace) -> None:
+    import time
+
+    from mlops.monitoring.report import parse_since
+    from mlops.rebuild.retrain import drift_reason, retrain
+    from mlops.registry.aliases import parse_model_ref, resolve_version
+
+    cfg = _config(args)
+    client = _client(cfg)
+    name, ref = parse_model_ref(args.model)
+    ref = args.version or ref or "@champion"
+    if args.if_drift:
+        parent = resolve_version(client, name, ref)
+        reason = drift_reason(client, name, str(parent.version))
+        if reason is None:
+            print(f"nothing to do: no monitoring report of {name} version {parent.version} "
+                  "found drift or an accuracy drop (mlops monitor report writes one)")  # fmt: skip
+            return
+        print(f"retraining: {reason}")
+    since = parse_since(args.since, time.time()) if args.since else 0.0
+    result = retrain(cfg, client, name, ref, list(args.overrides), args.with_feedback, since)
+    decision = result.gate.decision
+    verdict = "promoted to @champion" if decision.promote else "not promoted"
+    print(f"retrained {name} version {result.parent.version} as version {result.version} "
+          f"(run {result.run_id}) on {result.data_file}")  # fmt: skip
+    if result.feedback_samples:
+        print(f"  {result.feedback_samples} fed-back samples trained on, {result.window_samples}"
+              " kept as the recent window")  # fmt: skip
+    print(f"gate: {verdict}: {decision.reason}")
+    if result.commit_hint:
+        print(f"new data version in data.dvc; record it: {result.commit_hint}")
+
+
 def _predict(args: argparse.Namespace) -> None:
     from mlops.registry.aliases import parse_model_ref, resolve_version
     from mlops.serving.batch import default_output, predict_file
@@ -452,6 +485,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--register", action="store_true", help="register the rebuild as a new version (gated)"
     )
     reproduce.set_defaults(handler=_reproduce)
+
+    retrain = _with_config(
+        commands.add_parser(
+            "retrain",
+            help="the next version from a version's recipe on new "
+            "or fed-back data, through the retrain gate",
+        )
+    )
+    retrain.add_argument("model", help="registered model, optionally with @alias or /version")
+    retrain.add_argument("--version", help="version number or @alias (default: @champion)")
+    retrain.add_argument("--with-feedback", action="store_true",
+                         help="add production's fed-back labels as a new data version")  # fmt: skip
+    retrain.add_argument("--since", help="fed-back labels from: 90m, 12h, 7d or an ISO date")
+    retrain.add_argument("--if-drift", action="store_true", help="only when the version's "
+                         "last monitoring report found drift (for cron)")  # fmt: skip
+    retrain.set_defaults(handler=_retrain)
 
     serve = _with_config(
         commands.add_parser("serve", help="serve a Bento (default: the last one deployed)")

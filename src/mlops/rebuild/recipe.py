@@ -27,16 +27,21 @@ class Recipe:
     metrics: dict[str, float]
 
 
-def recipe_of(client: MlflowClient, model_name: str, ref: str) -> Recipe:
+def recipe_of(
+    client: MlflowClient, model_name: str, ref: str, need_clean_tree: bool = True
+) -> Recipe:
+    """The version's recipe; `need_clean_tree`: refuse one trained from uncommitted code
+    (a rebuild needs its code; a retrain runs today's)."""
     version = resolve_version(client, model_name, ref)
     tags = dict(version.tags)
-    missing = [tag for tag in REQUIRED_TAGS if not tags.get(tag) or tags[tag] == "unknown"]
+    required = REQUIRED_TAGS if need_clean_tree else REQUIRED_TAGS[1:]  # retrain: no commit
+    missing = [tag for tag in required if not tags.get(tag) or tags[tag] == "unknown"]
     label = f"{model_name} version {version.version}"
     if missing or not version.run_id:
         raise UpdateError(f"{label} has no lineage to rebuild it from (missing tags: "
                           f"{', '.join(missing) or 'run_id'}): it was not trained by mlops "
                           "train in a git checkout; nothing was created")  # fmt: skip
-    if tags.get("git.dirty") != "false":
+    if need_clean_tree and tags.get("git.dirty") != "false":
         raise UpdateError(
             f"{label} was trained from a work tree with uncommitted changes (git.dirty="
             f"{tags.get('git.dirty', 'unknown')}): commit {tags['git.commit'][:12]} alone does "
@@ -46,8 +51,9 @@ def recipe_of(client: MlflowClient, model_name: str, ref: str) -> Recipe:
     overrides = () if listed == "(none)" else tuple(listed.split())
     return Recipe(
         model_name=model_name, version=str(version.version), run_id=version.run_id,
-        commit=tags["git.commit"], data_file=tags["data.file"], data_md5=tags["data.file_md5"],
-        overrides=overrides, metrics=dict(client.get_run(version.run_id).data.metrics),
+        commit=tags.get("git.commit", "unknown"), data_file=tags["data.file"],
+        data_md5=tags["data.file_md5"], overrides=overrides,
+        metrics=dict(client.get_run(version.run_id).data.metrics),
     )  # fmt: skip
 
 

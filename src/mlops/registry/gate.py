@@ -35,7 +35,7 @@ class Decision:
     champion_score: float | None
 
 
-def _class_floor_failures(rule: GateRule, scores: Mapping[str, float]) -> list[str]:
+def class_floor_failures(rule: GateRule, scores: Mapping[str, float]) -> list[str]:
     if rule.per_class_floor is None:
         return []
     return [
@@ -56,7 +56,7 @@ def decide(
             f"use one of {', '.join(sorted(k for k in challenger if '/recall/' not in k))}"
         )
     score = challenger[rule.metric]
-    failures = _class_floor_failures(rule, challenger)
+    failures = class_floor_failures(rule, challenger)
     if failures:
         return Decision(
             False,

@@ -34,7 +34,7 @@ class AliasMove:
     alias: str
     from_version: str | None
     to_version: str
-    kind: str  # trained | gate | manual | rollback | compress
+    kind: str  # trained | retrained | gate | manual | rollback | compress
     reason: str
     scores: dict[str, float | None] = field(default_factory=dict)
     data_md5: str | None = None

@@ -5,8 +5,10 @@ its evaluation run, so the MLflow UI shows the reason next to each version."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from mlflow import MlflowClient
 
@@ -26,9 +28,12 @@ class GateOutcome:
     champion_after: str
 
 
-def _record(client: MlflowClient, outcome: GateOutcome, rule: GateRule) -> None:
+def _record(
+    client: MlflowClient, outcome: GateOutcome, rule: GateRule, extra: Mapping[str, str]
+) -> None:
     decision, challenger = outcome.decision, outcome.challenger
     tags = {
+        **extra,
         "gate.decision": "promoted" if decision.promote else "rejected",
         "gate.reason": decision.reason,
         "gate.metric": rule.metric,
@@ -58,15 +63,22 @@ def gate_verdict(promoted: bool, reason: str) -> str:
     return f"Gate: {'promoted to @champion' if promoted else 'not promoted'} ({reason})."
 
 
+# a gate's own rule: (challenger's evaluation, champion's or None, their loaded models) ->
+# the decision and tags recorded beside it (mlops.rebuild.retrain_gate's)
+Judge = Callable[[Evaluation, Evaluation | None, Any, Any], tuple[Decision, dict[str, str]]]
+
+
 def run_gate(
-    client: MlflowClient, model_name: str, version: str, rule: GateRule, evaluator: Evaluator
-) -> GateOutcome:
-    """Under the registry lock, so concurrent trainings leave exactly one champion."""
+    client: MlflowClient, model_name: str, version: str, rule: GateRule, evaluator: Evaluator,
+    judge: Judge | None = None, challenger_kind: str = "trained",
+) -> GateOutcome:  # fmt: skip
+    """Under the registry lock, so concurrent trainings leave exactly one champion; `judge`,
+    where given, decides instead of the rule; `challenger_kind` names the history's move."""
     new = client.get_model_version(model_name, version)
     model = evaluator.load(new)  # shape check before anything moves
     with registry_lock(client, model_name):
         champion_version = current_version(client, model_name, CHAMPION)
-        champion_model, incomparable = None, None
+        champion_model, incomparable, extra = None, None, {}
         if champion_version is not None:
             try:
                 champion_model = evaluator.load(
@@ -77,8 +89,9 @@ def run_gate(
                     f"champion v{champion_version} cannot be scored on this data ({error})"
                 )
         move_alias(
-            client, model_name, CHALLENGER, version, "trained", f"trained in run {new.run_id}"
-        )
+            client, model_name, CHALLENGER, version, challenger_kind,
+            f"{challenger_kind} in run {new.run_id}",
+        )  # fmt: skip
         challenger = evaluator.evaluate(new, model)
         champion = None
         if champion_model is not None:
@@ -87,6 +100,8 @@ def run_gate(
         if incomparable:
             decision = Decision(False, f"{incomparable}; promote by hand if intended",
                                 challenger.metrics[rule.metric], None)  # fmt: skip
+        elif judge is not None:
+            decision, extra = judge(challenger, champion, model, champion_model)
         else:
             decision = decide(rule, challenger.metrics, champion.metrics if champion else None)
         if decision.promote:
@@ -98,5 +113,5 @@ def run_gate(
         outcome = GateOutcome(
             decision, challenger, champion, current_version(client, model_name, CHAMPION) or "none"
         )
-        _record(client, outcome, rule)
+        _record(client, outcome, rule, extra)
     return outcome

@@ -1,5 +1,6 @@
-"""`mlops reproduce`: a version rebuilt from its lineage alone, in a git project of its own
-(a copy of this one, committed), trained by the real pipeline in subprocesses."""
+"""`mlops reproduce` and `mlops retrain`: a version rebuilt from its lineage alone, and the
+next one from its recipe, in a git project of its own (a copy of this one, committed),
+trained by the real pipeline in subprocesses."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from mlops.cli import main
 from mlops.data.versioning import check_against_pin
 from mlops.errors import UpdateError
+from mlops.monitoring.payloads import PayloadLog
 from mlops.rebuild.data_bytes import cache_object, training_bytes
 from mlops.rebuild.recipe import recipe_of
+from mlops.registry.history import read_history
 from tests.conftest import FAST, ROOT
 
 OVERRIDES = ["model=rnn", "model.cell=lstm", "seed=3"]
@@ -179,3 +183,75 @@ def test_bytes_missing_from_the_cache_are_fetched_from_the_dvc_remote(
             recipe_of(client, "digits-rnn", "1")
     finally:
         client.set_model_version_tag("digits-rnn", "1", "hydra.overrides", overrides)
+
+
+def retrain(project: Path, *args: str) -> int:
+    config = ["--config-dir", str(project / "conf"), f"paths.root_dir={project}",
+              f"logger.tracking_uri={tracking(project)}"]  # fmt: skip
+    return main(["retrain", "digits-rnn", *args, *config])
+
+
+def log_fed_back_answers(folder: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """What a served digits-rnn v1 logs: each answer's input and request id, then the
+    label production sent back for it (the service's own payload writer)."""
+    log = PayloadLog(folder, "digits-rnn", "1", sample_rate=1.0, flush_s=0.05)
+    for n, (sample, label) in enumerate(zip(x, y, strict=True)):
+        log.put({"kind": "prediction", "time": 1000.0 + n, "request_id": f"r{n}", "index": 0,
+                 "label": 0, "confidence": 0.5, "input": sample})  # fmt: skip
+        log.put({"kind": "feedback", "time": 2000.0 + n, "request_id": f"r{n}", "index": 0,
+                 "label": int(label), "outcome": "wrong"})  # fmt: skip
+    log.close()
+
+
+def test_retrain_with_fed_back_labels_registers_the_next_version_through_the_gate(
+    project: Path, capsys
+) -> None:
+    """The parent's recipe with an override on top, its data plus 140 fed-back samples as a
+    new data version (data.dvc updated, the git command printed), the newest 60 kept as
+    the recent window; version 2 tagged retrained_from=1, the gate's decision consistent
+    with both scores, the history's challenger move a retrain."""
+    client = MlflowClient(tracking(project))
+    arrays = np.load(project / "data" / "digits" / "digits.npz")
+    log_fed_back_answers(project / "payloads", arrays["x_val"][:200], arrays["y_val"][:200])
+    pinned = (project / "data.dvc").read_text()
+    assert retrain(project, "--with-feedback", "trainer.max_epochs=4") == 0
+    out = capsys.readouterr().out
+    assert "retrained digits-rnn version 1 as version 2" in out
+    assert "140 fed-back samples trained on, 60 kept as the recent window" in out
+    assert "record it: git add data.dvc && git commit" in out
+    assert (project / "data.dvc").read_text() != pinned  # a new data version, pinned
+    version = client.get_model_version("digits-rnn", "2")
+    tags = version.tags
+    assert tags["retrained_from"] == "1" and tags["retrain.feedback_samples"] == "140"
+    assert tags["retrain.overrides"] == "trainer.max_epochs=4"
+    trained_on = Path(tags["data.file"])
+    assert trained_on.parent == project / "data" / "digits" and "+feedback-digits-rnn-v1" in (
+        trained_on.name)  # fmt: skip
+    with np.load(trained_on) as new:
+        assert len(new["y"]) == len(arrays["y"]) + 140
+        assert np.array_equal(new["x_test"], arrays["x_test"])  # the pinned test split
+    run = client.get_run(version.run_id)
+    assert run.data.params["trainer/max_epochs"] == "4" and run.data.params["seed"] == "3"
+    assert tags["retrain.window_samples"] == "60"
+    won = float(tags["retrain.window_accuracy"]) > float(tags["retrain.window_champion_accuracy"])
+    held = tags["retrain.gate_test_held"] == "true"
+    assert tags["gate.decision"] == ("promoted" if won and held else "rejected"), tags
+    assert "on the 60 most recent fed-back samples" in tags["gate.reason"]
+    champion = str(client.get_registered_model("digits-rnn").aliases["champion"])
+    assert champion == ("2" if won and held else "1")
+    assert read_history(client, "digits-rnn")[-1 if not (won and held) else -2].kind == "retrained"
+
+
+def test_retrain_refuses_conflicting_overrides_and_waits_for_drift(project: Path, capsys) -> None:
+    """Two values for one key, a key the retrain sets itself: one line, nothing trained;
+    --if-drift without a report that found drift does nothing and says why."""
+    client = MlflowClient(tracking(project))
+    versions = len(client.search_model_versions("name = 'digits-rnn'"))
+    assert retrain(project, "seed=1", "seed=2") == 1
+    assert "conflicting overrides seed=1 and seed=2" in capsys.readouterr().err
+    assert retrain(project, "register=false") == 1
+    assert "sets register itself" in capsys.readouterr().err
+    assert retrain(project, "--version", "1", "--if-drift") == 0
+    assert "nothing to do: no monitoring report of digits-rnn version 1 found drift" in (
+        capsys.readouterr().out)  # fmt: skip
+    assert len(client.search_model_versions("name = 'digits-rnn'")) == versions

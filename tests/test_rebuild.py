@@ -22,6 +22,7 @@ from mlops.monitoring.payloads import PayloadLog
 from mlops.rebuild.data_bytes import cache_object, training_bytes
 from mlops.rebuild.recipe import recipe_of
 from mlops.registry.history import read_history
+from mlops.registry.show import reproduction_rows
 from tests.conftest import FAST, ROOT
 
 OVERRIDES = ["model=rnn", "model.cell=lstm", "seed=3"]
@@ -119,6 +120,13 @@ def test_a_version_trained_with_overrides_is_rebuilt_equal_from_its_commit_and_d
     assert version.tags["reproduced.matches"] == "true"
     assert version.tags["reproduced.last_run_id"] == run.info.run_id
     assert "code" not in os.listdir(next((project / "outputs" / "rebuild").iterdir()))
+    capsys.readouterr()
+    assert main(["registry", "history", "digits-rnn", "--config-dir", str(project / "conf"),
+                 f"logger.tracking_uri={tracking(project)}"]) == 0  # fmt: skip
+    assert "reproduced" in capsys.readouterr().out
+    ((_, row),) = reproduction_rows(client, "digits-rnn")  # what the history table lists
+    assert row[3:7] == ["1", "-", "reproduced",
+                        f"rebuilt from its lineage in run {run.info.run_id}: matches"]  # fmt: skip
 
 
 def test_bytes_gone_from_cache_and_remote_or_no_lineage_are_refused_creating_nothing(
@@ -239,7 +247,8 @@ def test_retrain_with_fed_back_labels_registers_the_next_version_through_the_gat
     assert "on the 60 most recent fed-back samples" in tags["gate.reason"]
     champion = str(client.get_registered_model("digits-rnn").aliases["champion"])
     assert champion == ("2" if won and held else "1")
-    assert read_history(client, "digits-rnn")[-1 if not (won and held) else -2].kind == "retrained"
+    move = read_history(client, "digits-rnn")[-1 if not (won and held) else -2]
+    assert move.kind == "retrained" and move.reason.startswith("retrained from version 1 in run")
 
 
 def test_retrain_refuses_conflicting_overrides_and_waits_for_drift(project: Path, capsys) -> None:

@@ -143,7 +143,8 @@ def retrain(
                        "retrain.feedback_samples": str(added)}.items():  # fmt: skip
         client.set_model_version_tag(model_name, version, key, value)
         client.set_tag(run_id, key, value)
-    gate = _gate(cfg, client, model_name, version, window)
+    why = f"retrained from version {recipe.version} in run {run_id}"
+    gate = _gate(cfg, client, model_name, version, window, why)
     return Retrain(recipe, version, run_id, data, added, len(window) if window else 0, hint, gate)
 
 
@@ -159,7 +160,9 @@ def _new_version(client: MlflowClient, model_name: str, run_dir: Path) -> tuple[
     return runs[0].info.run_id, str(found[0].version)
 
 
-def _gate(cfg: DictConfig, client: MlflowClient, model_name: str, version: str, window):
+def _gate(
+    cfg: DictConfig, client: MlflowClient, model_name: str, version: str, window, why: str
+) -> GateOutcome:
     """The retrain gate on the new version's own test split (the pinned one: fed-back
     samples only ever join the training split) and the recent window."""
     from mlops import training
@@ -172,4 +175,5 @@ def _gate(cfg: DictConfig, client: MlflowClient, model_name: str, version: str, 
     evaluator = training.evaluator_for(chosen, client, datamodule, parent_run_id=new.run_id)
     rule = training.gate_rule(cfg)
     return run_gate(client, model_name, version, rule, evaluator,
-                    judge=retrain_judge(rule, window), challenger_kind="retrained")  # fmt: skip
+                    judge=retrain_judge(rule, window), challenger_kind="retrained",
+                    challenger_reason=why)  # fmt: skip

@@ -70,10 +70,11 @@ Judge = Callable[[Evaluation, Evaluation | None, Any, Any], tuple[Decision, dict
 
 def run_gate(
     client: MlflowClient, model_name: str, version: str, rule: GateRule, evaluator: Evaluator,
-    judge: Judge | None = None, challenger_kind: str = "trained",
+    judge: Judge | None = None, challenger_kind: str = "trained", challenger_reason: str = "",
 ) -> GateOutcome:  # fmt: skip
     """Under the registry lock, so concurrent trainings leave exactly one champion; `judge`,
-    where given, decides instead of the rule; `challenger_kind` names the history's move."""
+    where given, decides instead of the rule; `challenger_kind` and `challenger_reason`
+    name the history's move to @challenger."""
     new = client.get_model_version(model_name, version)
     model = evaluator.load(new)  # shape check before anything moves
     with registry_lock(client, model_name):
@@ -90,7 +91,7 @@ def run_gate(
                 )
         move_alias(
             client, model_name, CHALLENGER, version, challenger_kind,
-            f"{challenger_kind} in run {new.run_id}",
+            challenger_reason or f"{challenger_kind} in run {new.run_id}",
         )  # fmt: skip
         challenger = evaluator.evaluate(new, model)
         champion = None

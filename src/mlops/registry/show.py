@@ -27,13 +27,36 @@ def history_table(client: MlflowClient, model_name: str) -> Table:
         "data md5",
     ):
         table.add_column(column, overflow="fold")
+    rows = []
     for move in read_history(client, model_name):
         scores = ", ".join(f"{k} {v:.4f}" for k, v in move.scores.items() if v is not None)
-        table.add_row(
+        rows.append((move.time, [
             str(move.seq), move.time, move.alias, move.from_version or "-", move.to_version,
             move.kind, move.reason, scores or "-", (move.data_md5 or "-")[:12],
-        )  # fmt: skip
+        ]))  # fmt: skip
+    rows += reproduction_rows(client, model_name)
+    for _, row in sorted(rows, key=lambda item: item[0]):
+        table.add_row(*row)
     return table
+
+
+def reproduction_rows(client: MlflowClient, model_name: str) -> list[tuple[str, list[str]]]:
+    """Each rebuild of a version (mlops reproduce) beside the alias moves: no alias moves."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments, f"tags.`mlops.run_type` = 'reproduction' and "
+        f"tags.`reproduction.of` LIKE '{model_name}/%'",
+    )  # fmt: skip
+    rows = []
+    for run in runs:
+        version = run.data.tags["reproduction.of"].rsplit("/", 1)[1]
+        matches = run.data.tags.get("reproduction.matches") == "true"
+        when = datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(timespec="seconds")
+        reason = (f"rebuilt from its lineage in run {run.info.run_id}: "
+                  f"{'matches' if matches else 'DIFFERS'}")  # fmt: skip
+        rows.append((when, ["-", when, "-", version, "-", "reproduced", reason, "-",
+                            run.data.tags.get("data.file_md5", "-")[:12]]))  # fmt: skip
+    return rows
 
 
 def logged_metadata(client: MlflowClient, version: ModelVersion) -> dict:

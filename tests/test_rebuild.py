@@ -4,11 +4,13 @@ trained by the real pipeline in subprocesses."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from mlflow import MlflowClient
 from mlops.cli import main
 from mlops.data.versioning import check_against_pin
 from mlops.errors import UpdateError
-from mlops.monitoring.payloads import PayloadLog
+from mlops.monitoring.payloads import PayloadLog, read_payloads
 from mlops.rebuild.data_bytes import cache_object, training_bytes
 from mlops.rebuild.recipe import recipe_of
 from mlops.registry.history import read_history
@@ -91,6 +93,7 @@ def test_a_version_trained_with_overrides_is_rebuilt_equal_from_its_commit_and_d
     rnn = project / "conf" / "model" / "rnn.yaml"
     rnn.write_text(rnn.read_text().replace("hidden_size: 128", "hidden_size: 16"))
     assert "hidden_size: 16" in rnn.read_text()
+    git(project, "checkout", "-qb", "moved-on")  # back to the first branch afterwards
     git(project, "commit", "-qam", "a smaller RNN by default")
     data = project / "data" / "digits" / "digits.npz"
     pinned = data.read_bytes()
@@ -99,6 +102,7 @@ def test_a_version_trained_with_overrides_is_rebuilt_equal_from_its_commit_and_d
         assert reproduce(project, "--version", "1") == 0
     finally:
         data.write_bytes(pinned)
+        git(project, "checkout", "-q", "-")
     out = capsys.readouterr().out
     assert "reproduced: digits-rnn version 1 rebuilt from its lineage matches it" in out
     assert "test predictions equal, probabilities to the bit" in out
@@ -264,3 +268,78 @@ def test_retrain_refuses_conflicting_overrides_and_waits_for_drift(project: Path
     assert "nothing to do: no monitoring report of digits-rnn version 1 found drift" in (
         capsys.readouterr().out)  # fmt: skip
     assert len(client.search_model_versions("name = 'digits-rnn'")) == versions
+
+
+def test_drift_found_in_served_traffic_retrains_promotes_and_serves_the_next_version(
+    project: Path, tmp_path: Path, capsys
+) -> None:
+    """End to end over HTTP: v1 trained on the digits as they are serves digits moved one
+    pixel right, which production labels through /feedback; the monitoring report finds
+    the drift (exit 3); `retrain --with-feedback --if-drift` trains v2 on them, the retrain
+    gate promotes it, and the next deploy serves v2; tags and history tell the story."""
+    import bentoml
+
+    from mlops.config import compose_config
+    from mlops.serving.deploy import deploy
+    from tests.served import get, post, predict_with_id, ready_within
+    from tests.servers import free_port
+
+    name = "moving-digits"
+    train(project, "model=mlp", f"registry.model_name={name}")
+    client = MlflowClient(tracking(project))
+    where = [f"paths.root_dir={project}", f"logger.tracking_uri={tracking(project)}"]
+    cfg = compose_config(project / "conf", [
+        *where, f"paths.bento_build_dir={tmp_path / 'build'}", "deploy.compile=false",
+        "deploy.payload_sample_rate=1.0",
+    ])  # fmt: skip
+    arrays = np.load(project / "data" / "digits" / "digits.npz")
+    x = np.roll(np.concatenate([arrays["x_test"], arrays["x_val"]]), 1, axis=-1)  # 540
+    y = np.concatenate([arrays["y_test"], arrays["y_val"]])
+
+    def serve(version: str):
+        deployed = deploy(cfg, name, "@champion")
+        assert deployed.deployment.model_version == version
+        server = bentoml.serve(deployed.bento_tag, port=free_port(), host="127.0.0.1")
+        ready_within(f"{server.url}/readyz", 120)
+        return server
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")  # deploy names its own
+    right = 0
+    with serve("1") as server:
+        for start in range(0, len(x), 60):
+            answers, request_id = predict_with_id(server.url, x[start : start + 60])
+            truth = y[start : start + 60]
+            right += sum(a["label"] == int(t) for a, t in zip(answers, truth, strict=True))
+            items = [{"request_id": request_id, "index": i, "label": int(t)}
+                     for i, t in enumerate(truth)]  # fmt: skip
+            assert post(server.url, {"items": items}, "/feedback")[0] == 200
+        deadline = time.monotonic() + 20  # the workers' log threads write once a second
+        while len(list(read_payloads(project / "payloads", name, "1"))) < 2 * len(x):
+            assert time.monotonic() < deadline, "the payload log did not get every record"
+            time.sleep(0.5)
+    config = ["--config-dir", str(project / "conf"), *where]
+    assert main(["monitor", "report", name, "--version", "1",
+                 "--payload-dir", str(project / "payloads"), *config]) == 3  # fmt: skip
+    capsys.readouterr()
+    assert main(["retrain", name, "--with-feedback", "--if-drift",
+                 "registry.gate.min_delta=0.02", *config]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "retraining: monitoring report" in out and "found drift" in out
+    assert "gate: promoted to @champion" in out, out
+    tags = client.get_model_version(name, "2").tags
+    assert tags["retrained_from"] == "1" and tags["retrain.feedback_samples"] == "378"
+    assert tags["retrain.window_samples"] == "162" and tags["gate.decision"] == "promoted"
+    assert float(tags["retrain.window_accuracy"]) > float(
+        tags["retrain.window_champion_accuracy"])  # fmt: skip
+    assert client.get_model_version(name, "1").tags["monitoring.last_report_drift"] == "true"
+    with serve("2") as server:
+        assert json.loads(get(server.url, "/metadata")[1])["model_version"] == "2"
+        status, answers = post(server.url, {"inputs": x[-162:].tolist()})
+        assert status == 200
+        v2_right = sum(a["label"] == int(t) for a, t in zip(answers, y[-162:], strict=True))
+    assert v2_right / 162 == pytest.approx(float(tags["retrain.window_accuracy"]))
+    moves = [(m.alias, m.to_version, m.kind) for m in read_history(client, name)]
+    assert moves[-2:] == [("challenger", "2", "retrained"), ("champion", "2", "gate")]
+    assert right / len(x) < float(tags["retrain.window_accuracy"])  # v1 on the moved digits

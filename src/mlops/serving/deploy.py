@@ -263,6 +263,11 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     version = resolve_version(client, model_name, ref)
     number = str(version.version)
     model_uri = f"models:/{model_name}/{number}"
+    import mlflow
+
+    # models:/ URIs below (MLflow's and BentoML's readers) resolve against the global URI,
+    # which would otherwise be MLflow's default store, not the configured one
+    mlflow.set_tracking_uri(tracking_uri)
     input_shape, classes, features, model_format = _served_model(model_uri)
     use_project_bentoml_home(cfg)
     import bentoml

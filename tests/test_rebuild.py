@@ -343,3 +343,26 @@ def test_drift_found_in_served_traffic_retrains_promotes_and_serves_the_next_ver
     moves = [(m.alias, m.to_version, m.kind) for m in read_history(client, name)]
     assert moves[-2:] == [("challenger", "2", "retrained"), ("champion", "2", "gate")]
     assert right / len(x) < float(tags["retrain.window_accuracy"])  # v1 on the moved digits
+
+
+def test_the_rebuild_replays_the_recipe_not_where_it_ran(tmp_path: Path) -> None:
+    """The overrides replayed are the recipe's: where the data, store and outputs were is
+    the rebuild's own; asked to register, the pipeline registers (and gates) it; else it
+    logs the model alone where the commit's pipeline can."""
+    from mlops.rebuild.recipe import Recipe
+    from mlops.rebuild.reproduce import rebuild_command
+
+    recipe = Recipe("m", "3", "r", "c", "data/d.npz", "0" * 32, (
+        "model=rnn", "seed=3", "data.path=/old/d.npz", "logger.tracking_uri=sqlite:///old.db",
+        "paths.output_dir=/old/out", "hydra.run.dir=/old/run", "register=false",
+    ), {})  # fmt: skip
+    data, run = tmp_path / "d.npz", tmp_path / "run"
+    asked = rebuild_command(recipe, ROOT, data, "sqlite:///new.db", tmp_path, run, register=True)
+    assert asked[2:4] == ["model=rnn", "seed=3"]
+    assert not [o for o in asked if "/old" in o or o == "register=false" or "log_model" in o]
+    assert {f"data.path={data}", "logger.tracking_uri=sqlite:///new.db", "register=true",
+            f"hydra.run.dir={run}"} <= set(asked)  # fmt: skip
+    plain = rebuild_command(recipe, ROOT, data, "sqlite:///new.db", tmp_path, run, register=False)
+    assert "register=false" in plain and "log_model=true" in plain
+    older = rebuild_command(recipe, tmp_path, data, "x", tmp_path, run, register=False)
+    assert "log_model=true" not in older  # a commit whose conf/train.yaml has no log_model

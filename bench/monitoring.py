@@ -12,14 +12,12 @@ model, code and every other setting are the same.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 from bench.loadgen import post_script, wrk_binary
 from bench.report import REPORT, markdown_table, publish
-from bench.serving import BATCH, CONNECTIONS, median_load, payload, spread, train_and_deploy
-from bench.variants import in_turns, percent_change, served_variants, variant
+from bench.serving import BATCH, CONNECTIONS, median_load, payload, spread
+from bench.variants import built_bento, in_turns, percent_change, served_variants, variant
 
 AS_DEPLOYED, OFF, ALL_LOGGED = (
     "as deployed (on, 1% logged)",
@@ -36,13 +34,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args()
     wrk_binary()
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        os.environ["BENTOML_HOME"] = str(workdir / "bentoml")  # before bentoml is imported
-        _, _, bento_tag = train_and_deploy(workdir)
-        import bentoml
-
-        built = Path(bentoml.get(bento_tag).path)
+    with built_bento() as (workdir, built):
         bentos = {
             AS_DEPLOYED: variant(built, workdir / "as-deployed"),
             OFF: variant(built, workdir / "off", monitoring=False, payload_sample_rate=0.0),

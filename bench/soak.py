@@ -14,17 +14,15 @@ then Schemathesis' longer run against its /docs.json, with a key.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from bench.loadgen import Load, post_script, run_wrk, wrk_binary
 from bench.report import REPORT, markdown_table, publish
-from bench.serving import BIN, CONNECTIONS, median_load, payload, spread, train_and_deploy
-from bench.variants import in_turns, percent_change, served_variants, variant
+from bench.serving import BIN, CONNECTIONS, median_load, payload, spread
+from bench.variants import built_bento, in_turns, percent_change, served_variants, variant
 from tests.served import metric_sums
 
 KEYS_OFF, KEYS_OFF_AGAIN, KEYS_ON = "API keys off", "API keys off, a second copy", "API keys on"
@@ -111,16 +109,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args()
     wrk_binary()
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        os.environ["BENTOML_HOME"] = str(workdir / "bentoml")  # before bentoml is imported
-        _, _, bento_tag = train_and_deploy(workdir)
-        import bentoml
-
+    with built_bento() as (workdir, built):
         from mlops.serving.auth import new_key
 
         key = new_key(workdir / "keys", "soak")
-        built = Path(bentoml.get(bento_tag).path)
         # two copies with keys off: how far apart two identical servers measure here
         bentos = {KEYS_OFF: variant(built, workdir / "off", auth="off"),
                   KEYS_OFF_AGAIN: variant(built, workdir / "off-again", auth="off"),

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,20 @@ from bench.serving import CONNECTIONS, median_load
 from tests.servers import free_port, running_server
 
 BIN = Path(sys.executable).parent
+
+
+@contextlib.contextmanager
+def built_bento() -> Iterator[tuple[Path, Path]]:
+    """(a throwaway working folder, the serving benchmark's CNN built as a Bento in it)."""
+    from bench.serving import train_and_deploy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        os.environ["BENTOML_HOME"] = str(workdir / "bentoml")  # before bentoml is imported
+        _, _, bento_tag = train_and_deploy(workdir)
+        import bentoml
+
+        yield workdir, Path(bentoml.get(bento_tag).path)
 
 
 def variant(bento_dir: Path, folder: Path, **settings) -> Path:

@@ -106,6 +106,7 @@ def test_a_version_trained_with_overrides_is_rebuilt_equal_from_its_commit_and_d
     out = capsys.readouterr().out
     assert "reproduced: digits-rnn version 1 rebuilt from its lineage matches it" in out
     assert "test predictions equal, probabilities to the bit" in out
+    assert "resolved config: equal to the version's" in out
     assert "DIFFERS" not in out
     assert float(re.search(r"test/acc +│ ([\d.]+)", out).group(1)) > 0.5  # a trained model
     (run,) = client.search_runs(["0", *[e.experiment_id for e in client.search_experiments()]],
@@ -366,3 +367,15 @@ def test_the_rebuild_replays_the_recipe_not_where_it_ran(tmp_path: Path) -> None
     assert "register=false" in plain and "log_model=true" in plain
     older = rebuild_command(recipe, tmp_path, data, "x", tmp_path, run, register=False)
     assert "log_model=true" not in older  # a commit whose conf/train.yaml has no log_model
+
+
+def test_config_differences_name_each_key_the_runs_disagree_on_placement_aside() -> None:
+    from mlops.rebuild.compare import config_differences
+
+    original = {"paths": {"root_dir": "/a"}, "seed": 3, "model": {"cell": "lstm"},
+                "data": {"path": "/a/d.npz"}, "deploy": {"keys": "/a/.keys"}}  # fmt: skip
+    rebuilt = {"paths": {"root_dir": "/wt"}, "seed": 3, "model": {"cell": "gru", "extra": 1},
+               "data": {"path": "/tmp/d.npz"}, "deploy": {"keys": "/wt/.keys"}}  # fmt: skip
+    assert config_differences(original, rebuilt) == [
+        "model.cell: 'lstm' -> 'gru'", "model.extra: '(unset)' -> 1"]  # fmt: skip
+    assert config_differences(original, None) == []

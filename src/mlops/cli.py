@@ -289,6 +289,12 @@ def _reproduce(args: argparse.Namespace) -> None:
     else:
         print("predictions: not compared (the version's commit cannot log a model without "
               "registering it: pass --register to compare a registered rebuild)")  # fmt: skip
+    if result.config_differences:
+        print("resolved config differs (the version's -> the rebuild's):")
+        for line in result.config_differences:
+            print(f"  {line}")
+    else:
+        print("resolved config: equal to the version's (where data, store and outputs are aside)")
     if result.registered_version:
         print(f"registered as {name} version {result.registered_version}")
     version = result.recipe.version

@@ -62,3 +62,44 @@ def prediction_diff(
         labels_differ=int((first.argmax(1) != second.argmax(1)).sum()),
         max_abs_difference=float(np.abs(first - second).max()),
     )
+
+
+# where a run's data, store and outputs were: the rebuild sets these itself
+PLACEMENT = ("paths.", "hydra.", "data.path", "logger.tracking_uri", "register", "log_model")
+
+
+def flat(config: dict, prefix: str = "") -> dict[str, object]:
+    items: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            items |= flat(value, f"{prefix}{key}.")
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
+def config_differences(original: dict | None, rebuilt: dict | None) -> list[str]:
+    """`key: a -> b` for each resolved config key (placement aside) the two runs disagree
+    on; empty when they agree, or when either run logged no config to compare."""
+    if not original or not rebuilt:
+        return []
+    first, second = (_rooted(flat(config)) for config in (original, rebuilt))
+    keys = sorted(k for k in set(first) | set(second) if not k.startswith(PLACEMENT))
+    return [f"{k}: {first.get(k, '(unset)')!r} -> {second.get(k, '(unset)')!r}"
+            for k in keys if first.get(k, "(unset)") != second.get(k, "(unset)")]  # fmt: skip
+
+
+def _rooted(items: dict[str, object]) -> dict[str, object]:
+    """Paths under the run's output folder or project root written from there: both differ
+    between a training and its rebuild (a checkpoint folder, `${paths.root_dir}/.keys`)."""
+    places = [(str(items.get(key) or ""), mark) for key, mark in
+              (("paths.output_dir", "<output>"), ("paths.root_dir", "<root>"))]  # fmt: skip
+    places = [(path, mark) for path, mark in places if path not in ("", ".")]
+
+    def placed(value: object) -> object:
+        if isinstance(value, str):
+            for path, mark in places:
+                value = value.replace(path, mark)
+        return value
+
+    return {key: placed(value) for key, value in items.items()}

@@ -19,9 +19,16 @@ from omegaconf import DictConfig
 from mlops.errors import UpdateError
 from mlops.messages import tell
 from mlops.rebuild.code import code_at
-from mlops.rebuild.compare import MetricRow, PredictionDiff, metric_rows, prediction_diff
+from mlops.rebuild.compare import (
+    MetricRow,
+    PredictionDiff,
+    config_differences,
+    metric_rows,
+    prediction_diff,
+)
 from mlops.rebuild.data_bytes import training_bytes
 from mlops.rebuild.recipe import Recipe, recipe_of, replayed_overrides
+from mlops.tracking.run import logged_config
 
 RUN_TYPE = "reproduction"
 
@@ -33,12 +40,12 @@ class Reproduction:
     rows: list[MetricRow]
     predictions: PredictionDiff | None  # None: the rebuild logged no model to compare
     registered_version: str | None
+    config_differences: list[str]  # resolved config keys the two runs disagree on
 
     @property
     def matches(self) -> bool:
-        return all(r.equal for r in self.rows) and (
-            self.predictions is None or self.predictions.equal
-        )
+        return (all(r.equal for r in self.rows) and not self.config_differences
+                and (self.predictions is None or self.predictions.equal))  # fmt: skip
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -120,7 +127,9 @@ def reproduce(
         original_uri = f"models:/{model_name}/{recipe.version}"
         predictions = prediction_diff(original_uri, rebuilt_uri, x)
     registered = _registered_version(client, model_name, run_id) if register else None
-    result = Reproduction(recipe, run_id, rows, predictions, registered)
+    differences = config_differences(logged_config(client, recipe.run_id),
+                                     logged_config(client, run_id))  # fmt: skip
+    result = Reproduction(recipe, run_id, rows, predictions, registered, differences)
     _record(client, result)
     return result
 

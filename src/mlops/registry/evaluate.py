@@ -170,6 +170,8 @@ class Evaluator:
         """From the registry, never an in-memory model; checked against the data's shape."""
         label = f"{version.name} version {version.version}"
         uri = f"models:/{version.name}/{version.version}"
+        # a models:/ URI resolves against MLflow's global store: make it this client's
+        mlflow.set_tracking_uri(self.client.tracking_uri)
         model = load_logged_model(mlflow.pyfunc.load_model, uri)
         check_input_shape(model, label, self.datamodule.input_shape, self.datamodule.path)
         return model

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlops.rebuild.recipe import SET_BY_REBUILD, is_placement
+
 # timings and system gauges vary from run to run whatever the model: not compared
 NOT_COMPARED = ("per_sec", "system/", "time", "duration")
 
@@ -64,10 +66,6 @@ def prediction_diff(
     )
 
 
-# where a run's data, store and outputs were: the rebuild sets these itself
-PLACEMENT = ("paths.", "hydra.", "data.path", "logger.tracking_uri", "register", "log_model")
-
-
 def flat(config: dict, prefix: str = "") -> dict[str, object]:
     items: dict[str, object] = {}
     for key, value in config.items():
@@ -84,7 +82,8 @@ def config_differences(original: dict | None, rebuilt: dict | None) -> list[str]
     if not original or not rebuilt:
         return []
     first, second = (_rooted(flat(config)) for config in (original, rebuilt))
-    keys = sorted(k for k in set(first) | set(second) if not k.startswith(PLACEMENT))
+    keys = sorted(k for k in set(first) | set(second)
+                  if k not in SET_BY_REBUILD and not is_placement(k))  # fmt: skip
     return [f"{k}: {first.get(k, '(unset)')!r} -> {second.get(k, '(unset)')!r}"
             for k in keys if first.get(k, "(unset)") != second.get(k, "(unset)")]  # fmt: skip
 

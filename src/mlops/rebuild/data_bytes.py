@@ -48,8 +48,8 @@ def training_bytes(root: Path, recipe: Recipe, folder: Path) -> Path:
         why = ""
     else:
         why = _from_remote(root, recipe, destination)
-    if not why and file_md5(destination) != recipe.data_md5:
-        why = f"the bytes DVC gave have md5 {file_md5(destination)}"
+    if not why and (arrived := file_md5(destination)) != recipe.data_md5:
+        why = f"the bytes DVC gave have md5 {arrived}"
     if why:
         destination.unlink(missing_ok=True)
         raise UpdateError(

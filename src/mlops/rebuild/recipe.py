@@ -13,6 +13,19 @@ from mlops.registry.aliases import resolve_version
 REQUIRED_TAGS = ("git.commit", "data.file", "data.file_md5", "hydra.overrides")
 # overrides the rebuild sets itself: where the data, the store and the outputs are
 SET_BY_REBUILD = ("data.path", "logger.tracking_uri", "register", "log_model", "ckpt_path")
+# config keys that say where a run was (its folders), not how it trained
+PLACED_UNDER = ("paths.", "hydra.")
+
+
+def override_key(override: str) -> str:
+    """`+trainer.x=1`, `~callbacks.y`, `seed=3` -> `trainer.x`, `callbacks.y`, `seed`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def is_placement(key: str) -> bool:
+    """Whether a config key says where things are (the store, the folders), not how to
+    train: a rebuild or retrain sets these for itself, and never compares them."""
+    return key == "logger.tracking_uri" or key.startswith(PLACED_UNDER)
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,5 @@ def recipe_of(
 
 def replayed_overrides(recipe: Recipe) -> list[str]:
     """The training's overrides less those the rebuild sets itself."""
-    return [o for o in recipe.overrides
-            if o.split("=", 1)[0].lstrip("+~") not in SET_BY_REBUILD
-            and not o.split("=", 1)[0].lstrip("+~").startswith(("paths.", "hydra."))]  # fmt: skip
+    keys = [(o, override_key(o)) for o in recipe.overrides]
+    return [o for o, key in keys if key not in SET_BY_REBUILD and not is_placement(key)]

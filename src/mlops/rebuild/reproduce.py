@@ -118,12 +118,13 @@ def reproduce(
         raise UpdateError(f"the rebuild of {model_name} version {recipe.version} failed (exit "
                           f"{job.returncode}); its log: {work / 'run' / 'train.log'}")  # fmt: skip
     run_id = _rebuilt_run(client, data)
-    rows = metric_rows(recipe.metrics, dict(client.get_run(run_id).data.metrics))
+    rebuilt = client.get_run(run_id)
+    rows = metric_rows(recipe.metrics, dict(rebuilt.data.metrics))
     predictions = None
-    if client.get_run(run_id).outputs.model_outputs or register:
+    if rebuilt.outputs.model_outputs:  # logged by log_model=true, or by registering
         mlflow.set_tracking_uri(tracking_uri)
         x = _test_inputs(cfg, client, recipe, data)
-        rebuilt_uri = _rebuilt_model_uri(client, run_id)
+        rebuilt_uri = f"models:/{rebuilt.outputs.model_outputs[0].model_id}"
         original_uri = f"models:/{model_name}/{recipe.version}"
         predictions = prediction_diff(original_uri, rebuilt_uri, x)
     registered = _registered_version(client, model_name, run_id) if register else None
@@ -132,11 +133,6 @@ def reproduce(
     result = Reproduction(recipe, run_id, rows, predictions, registered, differences)
     _record(client, result)
     return result
-
-
-def _rebuilt_model_uri(client: MlflowClient, run_id: str) -> str:
-    (output,) = client.get_run(run_id).outputs.model_outputs[:1]
-    return f"models:/{output.model_id}"
 
 
 def _registered_version(client: MlflowClient, model_name: str, run_id: str) -> str | None:

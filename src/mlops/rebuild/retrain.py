@@ -20,7 +20,14 @@ from mlops.errors import UpdateError
 from mlops.messages import tell
 from mlops.rebuild.data_version import feedback_file_name, record_data_version, with_samples
 from mlops.rebuild.fed_back import labelled_samples, split_window
-from mlops.rebuild.recipe import SET_BY_REBUILD, Recipe, recipe_of, replayed_overrides
+from mlops.rebuild.recipe import (
+    SET_BY_REBUILD,
+    Recipe,
+    is_placement,
+    override_key,
+    recipe_of,
+    replayed_overrides,
+)
 from mlops.rebuild.reproduce import absolute_tracking_uri
 from mlops.rebuild.retrain_gate import retrain_judge
 from mlops.registry.promotion import GateOutcome
@@ -49,16 +56,10 @@ def drift_reason(client: MlflowClient, model_name: str, version: str) -> str | N
         "monitoring.last_report_drift") == "true" else None  # fmt: skip
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def placement(override: str) -> bool:
-    """Whether an override says where things are (the store, the folders), not how to
-    train: it configures this command and the training alike, never the recipe."""
-    return _key(override) == "logger.tracking_uri" or _key(override).startswith(
-        ("paths.", "hydra.")
-    )
+    """Whether an override says where things are, not how to train: it configures this
+    command and the training alike, never the recipe."""
+    return is_placement(override_key(override))
 
 
 def recipe_changes(given: list[str]) -> list[str]:
@@ -66,7 +67,7 @@ def recipe_changes(given: list[str]) -> list[str]:
     one the retrain sets itself, is refused."""
     seen: dict[str, str] = {}
     for override in given:
-        key = _key(override)
+        key = override_key(override)
         if key in seen and seen[key] != override:
             raise UpdateError(f"conflicting overrides {seen[key]} and {override}: give each key "
                               "once; nothing was trained")  # fmt: skip
@@ -81,16 +82,16 @@ def merged_overrides(recipe: Recipe, given: list[str]) -> list[str]:
     """The parent's overrides, each key given here replaced by the new value, then the
     given placements (less the store, which the retrain names itself)."""
     changes = recipe_changes(given)
-    keys = {_key(o) for o in changes}
-    kept = [o for o in replayed_overrides(recipe) if _key(o) not in keys]
-    places = [o for o in given if placement(o) and _key(o) != "logger.tracking_uri"]
-    return kept + [o for o in changes if _key(o) != "data.path"] + places
+    keys = {override_key(o) for o in changes}
+    kept = [o for o in replayed_overrides(recipe) if override_key(o) not in keys]
+    places = [o for o in given if placement(o) and override_key(o) != "logger.tracking_uri"]
+    return kept + [o for o in changes if override_key(o) != "data.path"] + places
 
 
 def _base_data(root: Path, recipe: Recipe, given: list[str]) -> Path:
     """The data to retrain on: `data.path=...` when given, else the parent's file as the
     checkout holds it now (the current data.dvc version)."""
-    named = [o.split("=", 1)[1] for o in given if _key(o) == "data.path" and "=" in o]
+    named = [o.split("=", 1)[1] for o in given if override_key(o) == "data.path" and "=" in o]
     path = Path(named[-1] if named else recipe.data_file)
     path = path if path.is_absolute() else root / path
     if not path.is_file():

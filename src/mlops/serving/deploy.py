@@ -15,6 +15,7 @@ from importlib.metadata import version as installed
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
@@ -79,8 +80,6 @@ def _served_model(
     """Sample shape, output labels, (for a CSV-trained model) feature names and format of
     a servable version: a PyTorch model with a signature, as `make train` logs it, or an
     ONNX one, as `make compress` logs it."""
-    import mlflow
-
     info = mlflow.models.get_model_info(model_uri)
     served = [f for f in FORMATS if f in info.flavors]
     if not served:
@@ -263,8 +262,6 @@ def deploy(cfg: DictConfig, model_name: str, ref: str) -> DeployResult:
     version = resolve_version(client, model_name, ref)
     number = str(version.version)
     model_uri = f"models:/{model_name}/{number}"
-    import mlflow
-
     # models:/ URIs below (MLflow's and BentoML's readers) resolve against the global URI,
     # which would otherwise be MLflow's default store, not the configured one
     mlflow.set_tracking_uri(tracking_uri)

@@ -34,7 +34,7 @@ refuse_taken_port = if (exec 3<>/dev/tcp/127.0.0.1/$(1)) 2>/dev/null; then \
 	exit 1; fi
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui bench clean evaluate compress reproduce retrain promote rollback history show predict deploy serve monitor monitor-report k8s containerize
+.PHONY: help install data train test lint ui bench clean evaluate compress reproduce retrain promote rollback history show predict deploy serve monitor monitor-report k8s containerize server server-stop
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -116,6 +116,14 @@ test: $(DATA_FILE) ## run the test suite, one pytest process per core (TEST_WORK
 lint: install ## ruff
 	$(BIN)/ruff check src pipelines tests bench
 	$(BIN)/ruff format --check src pipelines tests bench
+
+server: install ## the team stack: PostgreSQL, S3 (SeaweedFS) and mlflow server on 127.0.0.1:5001, in .team/ (ARGS="team.host=0.0.0.0 ...")
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing postgresql (Debian package)"; \
+		apt-get install -y -qq postgresql >/dev/null 2>&1 || sudo apt-get install -y -qq postgresql >/dev/null; }
+	@$(BIN)/mlops server start $(ARGS)
+
+server-stop: install ## stop the team stack (its data stays in .team/)
+	@$(BIN)/mlops server stop $(ARGS)
 
 ui: install ## MLflow web UI on http://127.0.0.1:5000 (UI_PORT=...)
 	@$(call refuse_taken_port,$(UI_PORT),ui,UI_PORT)

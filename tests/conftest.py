@@ -24,7 +24,6 @@ from omegaconf import DictConfig
 
 from mlops.config import compose_config as compose_train_config
 from mlops.data.builtin import write_digits
-from tests.servers import free_port, running_server
 
 atexit.register(shutil.rmtree, os.environ["BENTOML_HOME"], ignore_errors=True)
 
@@ -153,15 +152,16 @@ def servers(request, tmp_path_factory, digits_file: Path, tracking_uri: str) -> 
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
-        "--artifacts-destination", str(home / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    with running_server(command, f"{url}/health", home / "server.log"):
-        yield url
+def team_stack() -> Iterator:
+    """The team stack (make server: PostgreSQL, SeaweedFS, mlflow server) on free ports,
+    shared by this process's server tests and stopped at its end (tests/team.py)."""
+    from tests.team import running_stack
+
+    with running_stack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def server_url(team_stack) -> str:
+    """A real tracking server: the team stack's (PostgreSQL runs, S3 artifacts proxied)."""
+    return team_stack.tracking_url

@@ -91,12 +91,26 @@ def uv_arguments(settings: dict[str, str]) -> tuple[list[str], dict[str, str], l
     return flags, env, unmapped
 
 
+# packages the project no longer uses whose presence in an older .venv would break it:
+# hydra-optuna-sweeper registers a Hydra sweeper built for optuna 2, which optuna 4 breaks
+DROPPED = ("hydra-optuna-sweeper",)
+
+
+def remove_dropped(pip: list[str], log) -> None:
+    installed = subprocess.run([*pip, "list", "--format=freeze"], capture_output=True,
+                               text=True).stdout.lower()  # fmt: skip
+    stale = [name for name in DROPPED if f"{name}==" in installed]
+    if stale:
+        subprocess.run([*pip, "uninstall", "-y", *stale], stdout=log, stderr=subprocess.STDOUT)
+
+
 def install(venv: Path, requirement: str, log) -> None:
     python = str(venv / "bin" / "python")
     pip = [python, "-m", "pip"]
     settings = pip_settings(pip)
     flags, env, unmapped = uv_arguments(settings)
     run = dict(stdout=log, stderr=subprocess.STDOUT)
+    remove_dropped(pip, log)
     if unmapped:
         print(f"pip settings uv has no equivalent for: {', '.join(unmapped)}", file=log)
     else:

@@ -416,6 +416,36 @@ def _keys(args: argparse.Namespace) -> None:
         raise ConfigError(str(error)) from None
 
 
+def _server(args: argparse.Namespace) -> None:
+    from mlops.team.stack import TeamStack, describe, stack_status, start_stack, stop_stack
+
+    stack = TeamStack(_config(args).team)
+    if args.action == "start":
+        for line in start_stack(stack):
+            print(line)
+        where = describe(stack)
+        print(f"\nteam members: export MLFLOW_TRACKING_URI={where['tracking_uri']}\n"
+              f"logs: {stack.dir / 'logs'}   stop: make server-stop")  # fmt: skip
+    elif args.action == "dvc-remote":
+        from mlops.team.dvc_remote import configure_remote
+
+        store = stack.object_store
+        url = f"s3://{stack.settings.s3.bucket}/{stack.settings.s3.dvc_prefix}"
+        configure_remote(Path.cwd(), "team", url, stack.s3_endpoint,
+                         *((store.credentials.access_key, store.credentials.secret_key)
+                           if store else ()))  # fmt: skip
+        print(f"DVC remote 'team' (default): {url} on {stack.s3_endpoint}\n"
+              "  .dvc/config holds the address (commit it); credentials are in "
+              ".dvc/config.local (not committed)\n  then: dvc push, dvc pull")  # fmt: skip
+    elif args.action == "stop":
+        stopped = stop_stack(stack)
+        print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    else:
+        for part, running in stack_status(stack).items():
+            print(f"{part:<12} {'running' if running else 'stopped'}")
+        print(f"tracking server: {stack.tracking_url}")
+
+
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--config-dir", help="Hydra config folder (default: ./conf, else the project's conf/)"
@@ -555,6 +585,16 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("name", help="one word: the client the key is for")
         command.add_argument("--keys-file", help="default: deploy.auth.keys_file")
         command.set_defaults(handler=_keys)
+
+    server = commands.add_parser(
+        "server", help="the team stack: PostgreSQL, S3 and mlflow server (team.*)"
+    )
+    server_actions = server.add_subparsers(dest="action", required=True)
+    for action, text in (("start", "start what is not running (make server)"),
+                         ("stop", "stop the stack; its data stays (make server-stop)"),
+                         ("status", "which parts run"),
+                         ("dvc-remote", "the stack's S3 as the project's DVC remote")):  # fmt: skip
+        _with_config(server_actions.add_parser(action, help=text)).set_defaults(handler=_server)
 
     registry = commands.add_parser("registry", help="aliases, history and lineage")
     actions = registry.add_subparsers(dest="action", required=True)

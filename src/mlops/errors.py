@@ -59,3 +59,8 @@ class ReproductionDiffers(UpdateError):
     """A rebuild ran but does not match the version: shown, and told apart by its exit code."""
 
     exit_code = 3
+
+
+class TeamError(MlopsError, RuntimeError):
+    """The team stack cannot start or be reached: a missing server binary, a taken port, a
+    data folder its user cannot reach, wrong credentials."""

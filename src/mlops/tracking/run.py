@@ -73,6 +73,10 @@ def build_mlflow_logger(
     )
     run_name = logger_cfg.get("run_name") or (None if run_id else unseeded_run_name())
     with store_creation_lock(logger_cfg.tracking_uri):
+        if run_id is None:
+            ensure_experiment(
+                MlflowClient(logger_cfg.tracking_uri), logger_cfg.experiment_name, artifact_location
+            )
         return instantiate(
             logger_cfg,
             tags=dict(tags),
@@ -80,6 +84,19 @@ def build_mlflow_logger(
             run_id=run_id,
             run_name=run_name,
         )
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> None:
+    """Create the experiment unless it exists, as Lightning's logger would, but tolerating
+    another training creating it at the same moment: four trainings starting together on a
+    new tracking server otherwise fail all but one with RESOURCE_ALREADY_EXISTS."""
+    if client.get_experiment_by_name(name) is not None:
+        return
+    try:
+        client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def unseeded_run_name() -> str:

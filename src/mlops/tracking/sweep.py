@@ -9,6 +9,8 @@ when the sweep starts: a sweep whose jobs are all refused leaves no run behind.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 SWEEP_DIR_TAG = "mlops.sweep_dir"
+# a search shared by several workers (hydra.sweeper.storage): one parent run per study,
+# found by its name, since each worker has its own sweep folder
+STUDY_TAG = "mlops.sweep_study"
+TRIAL_TAG = "optuna.trial"  # the trial number, which is also the job's hydra.job.num
 RUN_TYPE_TAG = "mlops.run_type"  # also marks the gate's evaluation runs: not a training
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
 JOBS_TABLE = "sweep/jobs.json"
@@ -31,6 +37,7 @@ TABLE_METRICS = ("val/acc_best", "test/acc", "test/f1", "test/loss")
 class SweepJob:
     sweep_dir: Path
     job_num: int
+    study: str | None = None  # the shared study's name (hydra.sweeper.storage set)
 
 
 def current_sweep_job() -> SweepJob | None:
@@ -41,7 +48,9 @@ def current_sweep_job() -> SweepJob | None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     hydra_cfg = HydraConfig.get()
-    return SweepJob(Path(hydra_cfg.sweep.dir).resolve(), int(hydra_cfg.job.num))
+    sweeper = hydra_cfg.sweeper
+    study = sweeper.get("study_name") if sweeper.get("storage") else None
+    return SweepJob(Path(hydra_cfg.sweep.dir).resolve(), int(hydra_cfg.job.num), study)
 
 
 def _sweep_command(sweep_dir: Path) -> str:
@@ -53,42 +62,69 @@ def _sweep_command(sweep_dir: Path) -> str:
     return " ".join(overrides) if overrides else "(none)"
 
 
-def _find_parents(client, sweep_dir: Path, experiment_ids: list[str]) -> list:
+def _find_parents(
+    client, sweep_dir: Path, experiment_ids: list[str], study: str | None = None
+) -> list:
     """The sweep's parent runs: one per experiment its jobs logged to (MLflow nests runs only
-    within an experiment, so a sweep over `data=` gets one parent in each)."""
+    within an experiment, so a sweep over `data=` gets one parent in each). A shared study's
+    parent is found by the study's name."""
+    key = f"tags.`{STUDY_TAG}` = '{study}'" if study else f"tags.`{SWEEP_DIR_TAG}` = '{sweep_dir}'"
     return client.search_runs(
-        experiment_ids,
-        filter_string=f"tags.`{SWEEP_DIR_TAG}` = '{sweep_dir}' and tags.`{RUN_TYPE_TAG}` = 'sweep'",
+        experiment_ids, filter_string=f"{key} and tags.`{RUN_TYPE_TAG}` = 'sweep'"
     )
 
 
-def _create_parent(client, experiment_id: str, sweep_dir: Path):
+def _create_parent(client, experiment_id: str, sweep_dir: Path, study: str | None = None):
+    tags = {
+        RUN_TYPE_TAG: "sweep",
+        SWEEP_DIR_TAG: str(sweep_dir),
+        "hydra.overrides": _sweep_command(sweep_dir),
+    }
+    if study:
+        tags[STUDY_TAG] = study
     return client.create_run(
-        experiment_id,
-        run_name=f"sweep {sweep_dir.name}",
-        tags={
-            RUN_TYPE_TAG: "sweep",
-            SWEEP_DIR_TAG: str(sweep_dir),
-            "hydra.overrides": _sweep_command(sweep_dir),
-        },
-    )
+        experiment_id, run_name=f"search {study}" if study else f"sweep {sweep_dir.name}",
+        tags=tags,
+    )  # fmt: skip
+
+
+@contextmanager
+def _parent_lock(client, job: SweepJob) -> Iterator[None]:
+    """One process at a time looks for the parent and creates it: a file lock in the sweep
+    folder for one machine's jobs; the registry's lock for a study's workers, which may
+    be on other machines."""
+    if job.study:
+        from mlops.registry.lock import registry_lock
+
+        with registry_lock(client, f"mlops-search-{job.study}"):
+            yield
+        return
+    from filelock import FileLock
+
+    with FileLock(job.sweep_dir / ".mlflow-sweep.lock"):
+        yield
 
 
 def join_sweep(client, run_id: str, experiment_id: str, job: SweepJob):
     """Nest the run under its sweep's parent run, creating the parent if this job is the
     first; returns the parent run."""
-    from filelock import FileLock
     from mlflow.entities import RunTag
 
     job.sweep_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(job.sweep_dir / ".mlflow-sweep.lock"):
-        parents = _find_parents(client, job.sweep_dir, [experiment_id])
-        parent = parents[0] if parents else _create_parent(client, experiment_id, job.sweep_dir)
+    with _parent_lock(client, job):
+        parents = _find_parents(client, job.sweep_dir, [experiment_id], job.study)
+        parent = (
+            parents[0]
+            if parents
+            else _create_parent(client, experiment_id, job.sweep_dir, job.study)
+        )
     tags = {
         PARENT_TAG: parent.info.run_id,
         SWEEP_DIR_TAG: str(job.sweep_dir),
         "hydra.job_num": str(job.job_num),
     }
+    if job.study:
+        tags |= {STUDY_TAG: job.study, TRIAL_TAG: str(job.job_num)}
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     return parent
 
@@ -187,6 +223,8 @@ class SweepRun(Callback):
 
         from mlops.registry.show import print_table
 
+        if config.hydra.sweeper.get("storage"):  # a shared study: mlops.search closes it
+            return
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         client = MlflowClient(config.logger.tracking_uri)
         experiment_ids = [e.experiment_id for e in client.search_experiments()]

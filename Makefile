@@ -19,6 +19,9 @@ MONITOR_PORT ?= 9090
 BENTOML_STORE ?= $(CURDIR)/.bentoml
 BENTO_BUILD_DIR ?= .bentoml-build
 BENCH ?= all
+SEARCH ?= digits_optuna
+STUDY ?=
+N_TRIALS ?= 20
 # pytest-xdist processes for make test (auto: one per core; 0 runs in this process, for pdb);
 # worksteal: an idle process takes queued tests from the other (a few DDP and server tests
 # take 20-45 s each, and a fixed split can leave them all on one)
@@ -34,7 +37,7 @@ refuse_taken_port = if (exec 3<>/dev/tcp/127.0.0.1/$(1)) 2>/dev/null; then \
 	exit 1; fi
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint ui bench clean evaluate compress reproduce retrain promote rollback history show predict deploy serve monitor monitor-report k8s containerize server server-stop
+.PHONY: help install data train test lint ui bench clean evaluate compress reproduce retrain promote rollback history show predict deploy serve monitor monitor-report k8s containerize server server-stop sweep-worker
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -121,6 +124,14 @@ server: install ## the team stack: PostgreSQL, S3 (SeaweedFS) and mlflow server 
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing postgresql (Debian package)"; \
 		apt-get install -y -qq postgresql >/dev/null 2>&1 || sudo apt-get install -y -qq postgresql >/dev/null; }
 	@$(BIN)/mlops server start $(ARGS)
+
+sweep-worker: install ## join the shared search STUDY (SEARCH=digits_optuna, N_TRIALS=20): start as many as you like, on any machine
+	@test -n "$(STUDY)" || { echo "name the study every worker joins: make sweep-worker STUDY=digits-lr"; exit 1; }
+	@$(MAKE) --no-print-directory -s $(DATA_FILE)
+	@storage="$${MLOPS_STUDY_STORAGE:-$$($(BIN)/mlops server url studies)}" && \
+	tracking="$${MLFLOW_TRACKING_URI:-$$($(BIN)/mlops server url tracking)}" && \
+	MLOPS_STUDY_STORAGE="$$storage" MLFLOW_TRACKING_URI="$$tracking" $(BIN)/mlops train \
+		hparams_search=$(SEARCH) hydra.sweeper.study_name=$(STUDY) hydra.sweeper.n_trials=$(N_TRIALS) $(ARGS)
 
 server-stop: install ## stop the team stack (its data stays in .team/)
 	@$(BIN)/mlops server stop $(ARGS)

@@ -17,6 +17,7 @@ BENCHMARKS = (
     "compression",
     "cold_start",
     "gpu_configs",
+    "team",
 )
 
 

@@ -14,6 +14,7 @@ import hydra
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from mlops import training
@@ -22,9 +23,15 @@ from mlops.distributed.sigterm import spawned_workers_stop_together
 from mlops.errors import MlopsError
 from mlops.messages import LOG, keep_in_job_log, tell
 from mlops.models.family import model_family
-from mlops.quiet import artifact_progress_bars_only_when_asked, mlflow_notes_in_the_log_only
+from mlops.quiet import (
+    artifact_progress_bars_only_when_asked,
+    mlflow_notes_in_the_log_only,
+    run_links_from_mlops_only,
+)
+from mlops.registry.aliases import ensure_reachable
 from mlops.registry.description import describe
 from mlops.registry.register import log_and_register, log_model
+from mlops.team.accounts import refusal
 from mlops.tracking.lineage import lineage_tags
 from mlops.tracking.resume import check_resumable
 from mlops.tracking.run import (
@@ -44,6 +51,7 @@ register_resolvers()  # before @hydra.main composes: conf/ uses them
 def train(cfg: DictConfig) -> training.TrainingResult:
     training.check_launch(cfg)
     training.check_registry_config(cfg)
+    ensure_reachable(cfg.logger.tracking_uri)  # a server that is down: said in seconds
     resume = training.resume_point(cfg)  # ckpt_path=...: continue that run, else None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -176,6 +184,7 @@ def report(result: training.TrainingResult, tracking_uri: str) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     artifact_progress_bars_only_when_asked()
+    run_links_from_mlops_only()
     mlflow_notes_in_the_log_only()
     keep_in_job_log()  # train.log in the output folder, beside the console
     try:
@@ -187,6 +196,12 @@ def main(cfg: DictConfig) -> float | None:
     except MlopsError as error:  # the user's to fix: the message says how, no traceback
         tell(f"error: {error}", warning=True)
         sys.exit(1)
+    except MlflowException as error:  # a tracking server refusing this user: one line
+        if refused := refusal(error, cfg.logger.tracking_uri):
+            tell(f"error: {refused}", warning=True)
+            sys.exit(1)
+        LOG.exception("the job failed")
+        raise
     except SIGTERMException:  # Lightning's stop on SIGTERM exits 0: say it was stopped
         sys.exit(128 + signal.SIGTERM)
     except Exception:  # Hydra prints the traceback; train.log keeps it beside the job's lines

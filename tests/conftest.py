@@ -35,6 +35,8 @@ KNOWN_CHATTER = (
     "INFO mlflow.",  # MLflow's store set-up lines
     "Created version '",  # MLflow's echo of the registration the job reports itself
     "Successfully registered model",
+    "View run ",  # MLflow's link to every run it ends on a tracking server
+    "View experiment at",
 )
 
 

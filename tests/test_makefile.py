@@ -116,3 +116,28 @@ def test_predict_names_the_file_it_needs_and_passes_its_arguments(project: Path)
     run_make(project, "predict", "INPUT=my file.csv", "OUTPUT=out.csv", "VERSION=3", check=True)
     call = (project / "calls.log").read_text().strip()
     assert call == "mlops predict digits-cnn my file.csv --version 3 --output out.csv"
+
+
+def test_sweep_worker_names_the_study_it_needs_and_finds_the_stack(project: Path) -> None:
+    missing = run_make(project, "sweep-worker", capture_output=True, text=True)
+    assert missing.returncode != 0
+    assert "name the study every worker joins: make sweep-worker STUDY=digits-lr" in missing.stdout
+    assert not (project / "calls.log").exists()
+
+    # no storage or tracking server in the environment: the team stack's, from mlops
+    run_make(project, "sweep-worker", "STUDY=lr", "N_TRIALS=3", check=True)
+    assert (project / "calls.log").read_text().splitlines() == [
+        "mlops data prepare",  # the data file was missing
+        "mlops server url studies",
+        "mlops server url tracking",
+        "mlops train hparams_search=digits_optuna hydra.sweeper.study_name=lr "
+        "hydra.sweeper.n_trials=3",
+    ]
+    (project / "calls.log").unlink()
+    env = {**make_env(), "MLOPS_STUDY_STORAGE": "postgresql+psycopg://h/optuna",
+           "MLFLOW_TRACKING_URI": "http://h:5001"}  # fmt: skip
+    subprocess.run(["make", "-s", "sweep-worker", "STUDY=lr"], cwd=project, env=env, check=True)
+    assert (project / "calls.log").read_text().splitlines() == [
+        "mlops train hparams_search=digits_optuna hydra.sweeper.study_name=lr "
+        "hydra.sweeper.n_trials=20"
+    ]

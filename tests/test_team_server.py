@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlops.registry.history import read_history
 from mlops.team.object_store import s3_client
 from mlops.team.stack import TeamStack, stack_status, start_stack, stop_stack
-from tests.conftest import FAST, ROOT
+from tests.conftest import FAST, KNOWN_CHATTER, ROOT
 from tests.test_registry_concurrency import assert_history_replays_to, current_aliases
 
 MODEL = "team-mlp"
@@ -54,6 +54,8 @@ def test_four_trainings_at_once_then_a_restart_loses_nothing(
     jobs = [launch_training(stack, digits_file, out, seed) for seed, out in enumerate(outs)]
     outputs = [job.communicate(timeout=420)[0] for job in jobs]
     assert [job.returncode for job in jobs] == [0] * 4, "\n".join(o[-2500:] for o in outputs)
+    chatter = [line for line in KNOWN_CHATTER for output in outputs if line in output]
+    assert not chatter, f"library chatter on the console of make train: {chatter}"
 
     client = MlflowClient(stack.tracking_url)
     versions = client.search_model_versions(f"name = '{MODEL}'")

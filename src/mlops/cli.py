@@ -18,7 +18,11 @@ from pathlib import Path
 import mlops
 from mlops import __version__
 from mlops.errors import ConfigError, MlopsError
-from mlops.quiet import artifact_progress_bars_only_when_asked, mlflow_notes_in_the_log_only
+from mlops.quiet import (
+    artifact_progress_bars_only_when_asked,
+    mlflow_notes_in_the_log_only,
+    run_links_from_mlops_only,
+)
 
 
 def _prepare_data(args: argparse.Namespace) -> None:
@@ -416,27 +420,62 @@ def _keys(args: argparse.Namespace) -> None:
         raise ConfigError(str(error)) from None
 
 
+def _server_start(stack) -> None:
+    from mlops.team.stack import start_stack
+
+    for line in start_stack(stack):
+        print(line)
+    print(f"\nteam members: export MLFLOW_TRACKING_URI={stack.tracking_url}\n"
+          f"sweep workers: make sweep-worker STUDY=name (on any machine: "
+          f"MLOPS_STUDY_STORAGE=$(mlops server url studies))\n"
+          f"logs: {stack.dir / 'logs'}   stop: make server-stop")  # fmt: skip
+
+
+def _server_dvc_remote(stack) -> None:
+    from mlops.team.dvc_remote import configure_remote
+
+    store = stack.object_store
+    url = f"s3://{stack.settings.s3.bucket}/{stack.settings.s3.dvc_prefix}"
+    configure_remote(Path.cwd(), "team", url, stack.s3_endpoint,
+                     *((store.credentials.access_key, store.credentials.secret_key)
+                       if store else ()))  # fmt: skip
+    print(f"DVC remote 'team' (default): {url} on {stack.s3_endpoint}\n"
+          "  .dvc/config holds the address (commit it); credentials are in "
+          ".dvc/config.local (not committed)\n  then: dvc push, dvc pull")  # fmt: skip
+
+
+def _server_user(stack, name: str, role: str) -> None:
+    """As the admin: the environment's MLFLOW_TRACKING_USERNAME/PASSWORD, else the local
+    stack's generated admin password."""
+    from mlops.team.accounts import ADMIN, USERNAME, add_user, signed_in
+
+    url = os.environ.get("MLFLOW_TRACKING_URI") or stack.tracking_url
+    if os.environ.get(USERNAME):
+        password = add_user(url, name, role)
+    else:
+        with signed_in(ADMIN, stack.auth_files.admin_password()):
+            password = add_user(url, name, role)
+    if password is None:
+        print(f"user {name!r} is now an editor on {url}")
+    else:
+        print(f"user {name!r} ({role}) on {url}; password (shown once):\n{password}\n"
+              f"sign in with: export MLFLOW_TRACKING_USERNAME={name} "
+              "MLFLOW_TRACKING_PASSWORD=...")  # fmt: skip
+
+
 def _server(args: argparse.Namespace) -> None:
-    from mlops.team.stack import TeamStack, describe, stack_status, start_stack, stop_stack
+    from mlops.team.stack import TeamStack, stack_status, stop_stack
 
     stack = TeamStack(_config(args).team)
     if args.action == "start":
-        for line in start_stack(stack):
-            print(line)
-        where = describe(stack)
-        print(f"\nteam members: export MLFLOW_TRACKING_URI={where['tracking_uri']}\n"
-              f"logs: {stack.dir / 'logs'}   stop: make server-stop")  # fmt: skip
+        _server_start(stack)
     elif args.action == "dvc-remote":
-        from mlops.team.dvc_remote import configure_remote
-
-        store = stack.object_store
-        url = f"s3://{stack.settings.s3.bucket}/{stack.settings.s3.dvc_prefix}"
-        configure_remote(Path.cwd(), "team", url, stack.s3_endpoint,
-                         *((store.credentials.access_key, store.credentials.secret_key)
-                           if store else ()))  # fmt: skip
-        print(f"DVC remote 'team' (default): {url} on {stack.s3_endpoint}\n"
-              "  .dvc/config holds the address (commit it); credentials are in "
-              ".dvc/config.local (not committed)\n  then: dvc push, dvc pull")  # fmt: skip
+        _server_dvc_remote(stack)
+    elif args.action == "user":
+        _server_user(stack, args.name, args.role)
+    elif args.action == "url":  # for scripts: $(mlops server url studies)
+        database = stack.settings.postgres.studies_database
+        print(stack.database_url(str(database)) if args.which == "studies" else stack.tracking_url)
     elif args.action == "stop":
         stopped = stop_stack(stack)
         print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -590,11 +629,23 @@ def build_parser() -> argparse.ArgumentParser:
         "server", help="the team stack: PostgreSQL, S3 and mlflow server (team.*)"
     )
     server_actions = server.add_subparsers(dest="action", required=True)
-    for action, text in (("start", "start what is not running (make server)"),
-                         ("stop", "stop the stack; its data stays (make server-stop)"),
-                         ("status", "which parts run"),
-                         ("dvc-remote", "the stack's S3 as the project's DVC remote")):  # fmt: skip
-        _with_config(server_actions.add_parser(action, help=text)).set_defaults(handler=_server)
+    for action, text in (
+        ("start", "start what is not running (make server)"),
+        ("stop", "stop the stack; its data stays (make server-stop)"),
+        ("status", "which parts run"),
+        ("dvc-remote", "the stack's S3 as the project's DVC remote"),
+        ("url", "the tracking server's or the studies database's URL"),
+        ("user", "a new account on the tracking server (team.auth.enabled), or an editor"),
+    ):
+        command = _with_config(server_actions.add_parser(action, help=text))
+        command.set_defaults(handler=_server)
+        if action == "url":
+            command.add_argument("which", choices=("tracking", "studies"))
+        if action == "user":
+            command.add_argument("name", help="the account's name")
+            command.add_argument("--role", choices=("reader", "editor"), default="reader",
+                                 help="editor: may train, register and promote (default: "
+                                 "reader, team.auth.default_permission)")  # fmt: skip
 
     registry = commands.add_parser("registry", help="aliases, history and lineage")
     actions = registry.add_subparsers(dest="action", required=True)
@@ -642,12 +693,21 @@ def main(argv: list[str] | None = None) -> int:
             return error.exit_code
     args = parse(argv)
     artifact_progress_bars_only_when_asked()
+    run_links_from_mlops_only()
     mlflow_notes_in_the_log_only()
     try:
         args.handler(args)
     except MlopsError as error:
         print(f"mlops: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Exception as error:  # a tracking server's 401/403: one line, naming the need
+        from mlops.team.accounts import refusal
+
+        refused = refusal(error, os.environ.get("MLFLOW_TRACKING_URI", "(tracking server)"))
+        if refused is None:
+            raise
+        print(f"mlops: error: {refused}", file=sys.stderr)
+        return refused.exit_code
     return 0
 
 

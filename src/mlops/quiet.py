@@ -28,6 +28,8 @@ PACKAGES = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "light
 RANK_ZERO_LOGGERS = tuple(f"{package}.utilities.rank_zero" for package in PACKAGES)
 # MLflow draws a tqdm bar for every artifact download, also into logs and pipes.
 ARTIFACT_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# MLflow's "🏃 View run ... at: <url>" on stdout for every run ended on a tracking server
+RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 # MLflow's own logger: a console handler of its own, not propagating to the root
 MLFLOW_LOGGER = "mlflow"
 
@@ -65,6 +67,13 @@ def artifact_progress_bars_only_when_asked() -> None:
     times to check it), each a wall of `\\r`-joined lines in a log or CI output, for
     downloads that take a fraction of a second; a value the user set for the variable wins."""
     os.environ.setdefault(ARTIFACT_PROGRESS_BAR, "false")
+
+
+def run_links_from_mlops_only() -> None:
+    """Against a tracking server MLflow prints a "View run ... at" link for every run it
+    ends, the gate's evaluation runs too; a job prints the links that matter itself (the
+    run, the version). A value the user set for the variable wins."""
+    os.environ.setdefault(RUN_LINKS, "true")
 
 
 def mlflow_notes_in_the_log_only() -> None:

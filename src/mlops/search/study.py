@@ -9,6 +9,7 @@ and its MLflow run is marked FAILED with it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +53,9 @@ def open_study(
 def trials_counted(study: optuna.Study) -> int:
     """Trials that count towards the budget; a stale one is failed first, so a killed
     worker's trial is run again by someone else rather than counted."""
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():  # "experimental since v2.9": stable in practice
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
 
 

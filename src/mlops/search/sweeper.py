@@ -112,5 +112,7 @@ def run_search(
     results: dict[str, Any] = {"name": study.study_name, "trials_run_here": ran}
     if found := best(study):
         results["best_params"], results["best_value"] = found
+        params = " ".join(f"{k}={v}" for k, v in found[0].items())
+        tell(f"best {config.get('optimized_metric')}={found[1]:.4f}: {params}")
     OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
     return results

@@ -75,6 +75,11 @@ class PostgresServer:
         return done
 
     def password(self) -> str:
+        if not self.password_file.is_file():
+            raise TeamError(
+                f"no PostgreSQL password in {self.password_file}: the team stack was never "
+                "started here (make server), or set team.postgres.url to an existing server"
+            )
         return self.password_file.read_text().strip()
 
     @property

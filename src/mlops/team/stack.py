@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.errors import TeamError
+from mlops.team.accounts import ADMIN, AuthFiles, ensure_editors_role, signed_in
 from mlops.team.object_store import S3Credentials, SeaweedServer
 from mlops.team.postgres import PostgresServer
 from mlops.team.processes import recorded_pid, start_detached, stop_recorded
@@ -29,6 +30,7 @@ class TeamStack:
     """Where each part of the stack lives, from the `team` config group."""
 
     settings: Any  # the `team` DictConfig
+    instance: str = "mlflow"  # the tracking server's name for its pid and log files
 
     @property
     def dir(self) -> Path:
@@ -90,6 +92,14 @@ class TeamStack:
     def artifacts_destination(self) -> str:
         return f"s3://{self.settings.s3.bucket}/{self.settings.tracking.artifacts_prefix}"
 
+    @property
+    def auth_files(self) -> AuthFiles:
+        return AuthFiles(
+            self._file("secrets", f"{self.instance}-auth.ini"),
+            self._file("secrets", "mlflow-admin-password"),
+            self._file("secrets", "flask-secret-key"),
+        )
+
     def pid_file(self, name: str) -> Path:
         return self._file("run", f"{name}.pid")
 
@@ -134,37 +144,52 @@ def start_stack(stack: TeamStack) -> list[str]:
                 f"S3 endpoint  {store.endpoint_url} (SeaweedFS), bucket {store.bucket}, "
                 f"data {store.data_dir}"
             )
-    if recorded_pid(stack.pid_file("mlflow")):
+    if recorded_pid(stack.pid_file(stack.instance)):
         lines.append(f"MLflow       {stack.tracking_url} (already running)")
     else:
-        lines.append(_start_tracking_server(stack))
+        lines.append(start_tracking_server(stack))
     (stack.dir / "stack.json").write_text(json.dumps(describe(stack), indent=2) + "\n")
     return lines
 
 
-def _start_tracking_server(stack: TeamStack) -> str:
-    tracking = stack.settings.tracking
+def start_tracking_server(stack: TeamStack) -> str:
+    """`mlflow server` on the stack's database and bucket, with accounts when
+    team.auth.enabled (their database beside the tracking one)."""
+    tracking, auth = stack.settings.tracking, stack.settings.auth
     _refuse_taken(stack.host, int(tracking.port), "team.tracking.port")
     backend = stack.database_url(str(stack.settings.postgres.tracking_database))
     env = {**os.environ, **stack.s3_environment(), "MLFLOW_BACKEND_STORE_URI": backend}
     env.pop("MLFLOW_TRACKING_URI", None)  # the server's own clients must not loop to it
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true" if tracking.jobs else "false"
     upgrade_database(backend)
+    if auth.enabled:
+        if stack.postgres:
+            stack.postgres.ensure_database(str(auth.database))
+        stack.auth_files.write_config(
+            stack.database_url(str(auth.database)), str(auth.default_permission)
+        )
+        env |= stack.auth_files.server_environment()
     command = server_command(stack.host, int(tracking.port), int(tracking.workers),
-                             stack.artifacts_destination)  # fmt: skip
-    log = stack.log_file("mlflow")
-    process = start_detached(command, stack.pid_file("mlflow"), log, env)
+                             stack.artifacts_destination,
+                             "basic-auth" if auth.enabled else None)  # fmt: skip
+    log = stack.log_file(stack.instance)
+    process = start_detached(command, stack.pid_file(stack.instance), log, env)
     try:
         wait_until_healthy(stack.tracking_url, process, log)
+        if auth.enabled:
+            with signed_in(ADMIN, stack.auth_files.admin_password()):
+                ensure_editors_role(stack.tracking_url)
     except TeamError:
-        stop_recorded(stack.pid_file("mlflow"))
+        stop_recorded(stack.pid_file(stack.instance))
         raise
-    return f"MLflow       {stack.tracking_url}, artifacts {stack.artifacts_destination}"
+    accounts = f", accounts (admin: {ADMIN})" if auth.enabled else ""
+    return f"MLflow       {stack.tracking_url}, artifacts {stack.artifacts_destination}{accounts}"
 
 
 def stop_stack(stack: TeamStack) -> list[str]:
     """Stop the tracking server first (no request half-written), then S3, then PostgreSQL."""
     stopped = []
-    if stop_recorded(stack.pid_file("mlflow")):
+    if stop_recorded(stack.pid_file(stack.instance)):
         stopped.append("MLflow")
     if stop_recorded(stack.pid_file("s3")):
         stopped.append("S3 endpoint")
@@ -188,8 +213,8 @@ def describe(stack: TeamStack) -> dict[str, str]:
 
 def stack_status(stack: TeamStack) -> dict[str, bool]:
     postgres = stack.postgres
-    status = {"MLflow": recorded_pid(stack.pid_file("mlflow")) is not None}
-    if stack.object_store:
+    status = {"MLflow": recorded_pid(stack.pid_file(stack.instance)) is not None}
+    if not stack.settings.s3.endpoint_url:  # a local one
         status["S3 endpoint"] = recorded_pid(stack.pid_file("s3")) is not None
     if postgres:
         status["PostgreSQL"] = postgres.running()

@@ -17,12 +17,19 @@ def upgrade_database(url: str) -> None:
     """`mlflow db upgrade URL`, in this process: MLflow's tables in a new database, or an
     existing one migrated to this MLflow's schema (in-process, the URL and its password
     never show in a process list)."""
+    import logging
+
     import mlflow.db
 
+    notes = logging.getLogger("mlflow.store.db.utils")  # "Creating initial tables..."
+    level = notes.level
+    notes.setLevel(logging.WARNING)
     try:
         mlflow.db.upgrade.callback(url)
     except Exception as error:
         raise TeamError(f"mlflow db upgrade failed: {str(error).splitlines()[0][:600]}") from None
+    finally:
+        notes.setLevel(level)
 
 
 def server_command(

@@ -146,7 +146,7 @@ def train(cfg: DictConfig) -> training.TrainingResult:
                     datamodule.feature_names,
                 )
     except BaseException:
-        logger.finalize("failed")
+        training.mark_run_failed(logger)  # unless the store is what failed
         if trainer.is_global_zero and (
             hint := training.resume_hint(trainer, training.hydra_overrides())
         ):

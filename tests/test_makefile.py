@@ -141,3 +141,18 @@ def test_sweep_worker_names_the_study_it_needs_and_finds_the_stack(project: Path
         "mlops train hparams_search=digits_optuna hydra.sweeper.study_name=lr "
         "hydra.sweeper.n_trials=20"
     ]
+
+
+def test_server_targets_run_the_stack_commands(project: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "bin"  # PostgreSQL present: nothing to install
+    fake.mkdir()
+    (fake / "initdb").write_text("#!/bin/sh\n")
+    (fake / "initdb").chmod(0o755)
+    env = {**make_env(), "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    for target in ("server", "server-stop"):
+        subprocess.run(["make", "-s", target, "ARGS=team.tracking.port=5005"], cwd=project,
+                       env=env, check=True)  # fmt: skip
+    assert (project / "calls.log").read_text().splitlines() == [
+        "mlops server start team.tracking.port=5005",
+        "mlops server stop team.tracking.port=5005",
+    ]

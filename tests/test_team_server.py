@@ -11,11 +11,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+import lightning as L
+import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
+from mlops.errors import RegistryError
 from mlops.registry.history import read_history
 from mlops.team.object_store import s3_client
+from mlops.team.processes import stop_recorded
 from mlops.team.stack import TeamStack, stack_status, start_stack, stop_stack
+from pipelines.train import train
 from tests.conftest import FAST, KNOWN_CHATTER, ROOT
 from tests.test_registry_concurrency import assert_history_replays_to, current_aliases
 
@@ -86,3 +92,43 @@ def test_four_trainings_at_once_then_a_restart_loses_nothing(
     with tempfile.TemporaryDirectory() as local:
         plot = client.download_artifacts(champion_run, "plots/confusion_matrix.png", local)
         assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class StopServerAtEpoch(L.Callback):
+    """The tracking server goes away mid-training: its process stopped at an epoch's end."""
+
+    def __init__(self, pid_file: str, epoch: int) -> None:
+        self.pid_file, self.epoch = Path(pid_file), epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            stop_recorded(self.pid_file)
+
+
+def test_a_training_that_loses_the_server_resumes_once_it_is_back(
+    team_stack: TeamStack, make_cfg, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # not minutes of retries
+    server = [f"logger.tracking_uri={team_stack.tracking_url}", "model=mlp",
+              "trainer.max_epochs=3", "registry.model_name=server-lost"]  # fmt: skip
+    stop = ["+callbacks.lost._target_=tests.test_team_server.StopServerAtEpoch",
+            f"+callbacks.lost.pid_file={team_stack.pid_file(team_stack.instance)}",
+            "+callbacks.lost.epoch=1"]  # fmt: skip
+    with pytest.raises(MlflowException):
+        train(make_cfg(*server, *stop))  # output-0
+    said = capsys.readouterr().err
+    last = tmp_path / "output-0" / "checkpoints" / "last.ckpt"
+    assert "the MLflow run could not be marked FAILED" in said
+    assert said.rstrip().endswith(f"ckpt_path={last}")  # the resume command
+
+    # a job started while the server is down says so before any work
+    with pytest.raises(RegistryError, match="is unreachable"):
+        train(make_cfg(*server))
+    assert not (tmp_path / "output-1" / "checkpoints").exists()
+
+    start_stack(team_stack)  # back: only the tracking server was down
+    result = train(make_cfg(*server, f"ckpt_path={last}"))
+    client = MlflowClient(team_stack.tracking_url)
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert result.model_version == "1" and result.epochs == 3
+    assert client.get_model_version("server-lost", "1").run_id == result.run_id

@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mlops.data.files import FilesDataModule
-from mlops.errors import LaunchError, MlopsError, ModelConfigError
+from mlops.errors import LaunchError, MlopsError, ModelConfigError, first_line
+from mlops.messages import tell
 from mlops.models.classifier import Classifier, optimizers_config
 from mlops.models.standardize import Standardized
 from mlops.quiet import silence_unactionable_messages
@@ -218,6 +219,16 @@ def load_tested_weights(module: L.LightningModule, checkpoint: str) -> None:
     fit only), and so does any job with `test=false`."""
     if checkpoint:
         module.load_state_dict(load_own_checkpoint(checkpoint)["state_dict"])
+
+
+def mark_run_failed(logger) -> None:
+    """The run FAILED in MLflow; when the tracking server is what failed (down, restarting),
+    say so and go on: the job's own error and its resume command matter more."""
+    try:
+        logger.finalize("failed")
+    except Exception as error:
+        tell(f"the MLflow run could not be marked FAILED ({first_line(error)}); it stays "
+             "RUNNING until the job is resumed", warning=True)  # fmt: skip
 
 
 def resume_hint(trainer: L.Trainer, overrides: list[str]) -> str | None:

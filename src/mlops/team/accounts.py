@@ -85,7 +85,11 @@ class AuthFiles:
 
 
 def _auth_client(tracking_uri: str):
-    from mlflow.server import get_app_client
+    import warnings
+
+    with warnings.catch_warnings():  # importing MLflow's server: starlette's WSGI notice
+        warnings.simplefilter("ignore")
+        from mlflow.server import get_app_client
 
     return get_app_client("basic-auth", tracking_uri=tracking_uri)
 

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops.errors import TeamError
+from mlops.errors import TeamError, first_line
 
 SUPERUSER = "mlops"  # the database role the stack's services connect as
 RUN_AS_WHEN_ROOT = "postgres"
@@ -160,15 +160,31 @@ class PostgresServer:
         )
 
     def ensure_database(self, database: str) -> None:
-        """Create `database` unless it exists."""
-        import psycopg
+        ensure_database(self.url("postgres"), database)
 
+
+def ensure_database(server_url: str, database: str) -> None:
+    """Create `database` on the server of `server_url` (a SQLAlchemy URL of any database
+    there) unless it exists; a role that may not create one gets the statement to ask for."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    try:
         with psycopg.connect(
-            host=self.host, port=self.port, user=SUPERUSER, password=self.password(),
-            dbname="postgres", autocommit=True, connect_timeout=10,
+            host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+            dbname=url.database or "postgres", autocommit=True, connect_timeout=10,
         ) as connection:  # fmt: skip
             exists = connection.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
             ).fetchone()
             if not exists:
                 connection.execute(f'CREATE DATABASE "{database}"')
+    except psycopg.errors.InsufficientPrivilege:
+        raise TeamError(
+            f"database {database!r} is missing on {url.host}:{url.port} and user "
+            f"{url.username!r} may not create it: ask its admin for CREATE DATABASE "
+            f'"{database}" OWNER "{url.username}"'
+        ) from None
+    except psycopg.OperationalError as error:
+        raise TeamError(f"PostgreSQL at {url.host}:{url.port}: {first_line(error)}") from None

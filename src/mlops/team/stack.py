@@ -18,7 +18,7 @@ from typing import Any
 from mlops.errors import TeamError
 from mlops.team.accounts import ADMIN, AuthFiles, ensure_editors_role, signed_in
 from mlops.team.object_store import S3Credentials, SeaweedServer
-from mlops.team.postgres import PostgresServer
+from mlops.team.postgres import PostgresServer, ensure_database
 from mlops.team.processes import recorded_pid, start_detached, stop_recorded
 from mlops.team.tracking_server import server_command, upgrade_database, wait_until_healthy
 
@@ -127,9 +127,9 @@ def start_stack(stack: TeamStack) -> list[str]:
             _refuse_taken(stack.host, postgres.port, "team.postgres.port")
             postgres.start()
             lines.append(f"PostgreSQL   {postgres.host}:{postgres.port}, data {postgres.data_dir}")
-        for database in (stack.settings.postgres.tracking_database,
-                         stack.settings.postgres.studies_database):  # fmt: skip
-            postgres.ensure_database(str(database))
+    for database in (stack.settings.postgres.tracking_database,
+                     stack.settings.postgres.studies_database):  # fmt: skip
+        ensure_database(stack.database_url("postgres"), str(database))
     store = stack.object_store
     if store:
         if recorded_pid(stack.pid_file("s3")):
@@ -163,8 +163,7 @@ def start_tracking_server(stack: TeamStack) -> str:
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true" if tracking.jobs else "false"
     upgrade_database(backend)
     if auth.enabled:
-        if stack.postgres:
-            stack.postgres.ensure_database(str(auth.database))
+        ensure_database(stack.database_url("postgres"), str(auth.database))
         stack.auth_files.write_config(
             stack.database_url(str(auth.database)), str(auth.default_permission)
         )

@@ -26,14 +26,15 @@ def ensure_postgres_installed() -> None:
                        capture_output=True, timeout=600)  # fmt: skip
 
 
-def team_overrides(folder: Path) -> list[str]:
+def team_overrides(folder: Path, workers: int = 1) -> list[str]:
+    """Free ports for every server; one tracking-server worker (make server runs 2)."""
     return [
         f"team.dir={folder}",
         f"team.tracking.port={free_port()}",
         f"team.postgres.port={free_port()}",
         f"team.s3.port={free_port()}",
         *(f"team.s3.ports.{name}={free_port()}" for name in SEAWEED_PORTS),
-        "team.tracking.workers=1",
+        f"team.tracking.workers={workers}",
     ]
 
 
@@ -46,11 +47,11 @@ def team_folder() -> Path:
 
 
 @contextlib.contextmanager
-def running_stack(folder: Path | None = None) -> Iterator[TeamStack]:
+def running_stack(folder: Path | None = None, workers: int = 1) -> Iterator[TeamStack]:
     ensure_postgres_installed()
     own = folder is None
     folder = folder or team_folder()
-    stack = TeamStack(compose_config(team_overrides(folder)).team)
+    stack = TeamStack(compose_config(team_overrides(folder, workers)).team)
     try:
         start_stack(stack)
         yield stack

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from mlops.data.arrays import load_npz, save_npz_reproducibly
 from mlops.data.files import FilesDataModule
+from mlops.errors import LaunchError
 from tests.conftest import BEST_IS_NOT_LAST, FAST, KNOWN_CHATTER, ROOT, compose_config
 from tests.registry_helpers import check_registered_from_best_checkpoint
 from tests.servers import free_port, run_own_group
@@ -279,3 +280,22 @@ def test_evaluation_samples_are_split_across_ranks_without_repeats(
             len(datamodule.splits.y_val) // 2 + 1,
         )
     assert sorted(seen) == list(range(len(datamodule.splits.y_test)))
+
+
+def test_ddp_under_a_sweep_is_allowed_where_slurm_started_every_process(
+    make_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search's trial submitted as a SLURM job of N tasks (submitit_slurm): srun started
+    each process, so Lightning re-runs nothing and DDP may run under the sweep."""
+    from mlops import training
+    from mlops.tracking.sweep import SweepJob
+
+    monkeypatch.setattr(training, "current_sweep_job", lambda: SweepJob(Path("/tmp/s"), 0))
+    cfg = make_cfg("trainer=ddp_cpu")
+    for name in [v for v in os.environ if v.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+    with pytest.raises(LaunchError, match="use trainer=ddp_spawn_cpu"):
+        training.check_launch(cfg)
+    monkeypatch.setenv("SLURM_NTASKS", "2")  # as srun sets it for each task
+    monkeypatch.setenv("SLURM_JOB_NAME", "digits-search")
+    training.check_launch(cfg)

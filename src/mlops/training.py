@@ -162,13 +162,26 @@ def check_launch(cfg: DictConfig) -> None:
             f"ckpt_path={cfg.ckpt_path} resumes one interrupted run, which every job of a "
             "sweep (-m) would train at the same time; resume it without -m"
         )
-    if multirun and reruns_script_per_process(cfg.trainer.get("strategy")):
+    if (
+        multirun
+        and reruns_script_per_process(cfg.trainer.get("strategy"))
+        and not started_by_slurm()
+    ):
         spawn = "ddp_spawn_cpu" if cfg.trainer.get("accelerator") == "cpu" else "ddp_spawn"
         raise LaunchError(
             "DDP that re-runs the script per process (trainer.strategy=ddp, or "
             "trainer.strategy.start_method=popen) cannot run under Hydra multirun (-m): every "
             f"process would re-launch the sweep; use trainer={spawn}"
         )
+
+
+def started_by_slurm() -> bool:
+    """Every process of the job started by SLURM's srun (a sweep's job submitted with
+    hydra/launcher=submitit_slurm and tasks_per_node > 1): Lightning takes the ranks from
+    SLURM and re-runs nothing, so DDP is safe under a sweep there."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return SLURMEnvironment.detect()
 
 
 def reruns_script_per_process(strategy: object) -> bool:

@@ -122,7 +122,8 @@ lint: install ## ruff
 
 server: install ## the team stack: PostgreSQL, S3 (SeaweedFS) and mlflow server on 127.0.0.1:5001, in .team/ (ARGS="team.host=0.0.0.0 ...")
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing postgresql (Debian package)"; \
-		apt-get install -y -qq postgresql >/dev/null 2>&1 || sudo apt-get install -y -qq postgresql >/dev/null; }
+		apt-get install -y -qq postgresql >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } \
+		|| sudo apt-get install -y -qq postgresql >/dev/null; }
 	@$(BIN)/mlops server start $(ARGS)
 
 sweep-worker: install ## join the shared search STUDY (SEARCH=digits_optuna, N_TRIALS=20): start as many as you like, on any machine

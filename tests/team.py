@@ -22,8 +22,10 @@ def ensure_postgres_installed() -> None:
     try:
         postgres_binary("initdb")
     except Exception:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True,
-                       capture_output=True, timeout=600)  # fmt: skip
+        install = ["apt-get", "install", "-y", "-qq", "postgresql"]
+        if subprocess.run(install, capture_output=True, timeout=600).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
+            subprocess.run(install, check=True, capture_output=True, timeout=600)
 
 
 def team_overrides(folder: Path, workers: int = 1) -> list[str]:

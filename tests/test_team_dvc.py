@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from mlops.cli import main
 from mlops.team.dvc_remote import dvc_command
@@ -40,6 +44,9 @@ def test_dvc_push_and_pull_through_the_stacks_s3(tmp_path: Path, monkeypatch) ->
             in (project / ".dvc" / "config.local").read_text()
         )
 
+        with pytest.raises(urllib.error.HTTPError) as anonymous:  # the bucket is private
+            urllib.request.urlopen(f"{stack.s3_endpoint}/mlflow", timeout=10)
+        assert anonymous.value.code == 403
         dvc_command(project, "push", "-q")
         assert any(key.startswith("dvc/files/md5/") for key in bucket_keys(stack))
 

@@ -91,7 +91,7 @@ def _auth_client(tracking_uri: str):
         warnings.simplefilter("ignore")
         from mlflow.server import get_app_client
 
-    return get_app_client("basic-auth", tracking_uri=tracking_uri)
+        return get_app_client("basic-auth", tracking_uri=tracking_uri)
 
 
 def ensure_editors_role(tracking_uri: str) -> int:

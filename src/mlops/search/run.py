@@ -61,21 +61,13 @@ def close_study_run(tracking_uri: str, study_name: str, results: Mapping[str, An
     FINISHED once no trial runs (the last worker to end closes it)."""
     from mlflow import MlflowClient
 
-    from mlops.tracking.sweep import JOBS_TABLE, RUN_TYPE_TAG, jobs_table
+    from mlops.tracking.sweep import RUN_TYPE_TAG, record_jobs
 
     client = MlflowClient(tracking_uri)
-    runs = _study_runs(client, study_name)
-    parents = [r for r in runs if r.data.tags.get(RUN_TYPE_TAG) == "sweep"]
-    for parent in parents:
-        rows = jobs_table(client, parent.info.run_id, parent.info.experiment_id)
-        if rows:
-            import pandas as pd
-
-            client.log_table(parent.info.run_id, pd.DataFrame(rows), JOBS_TABLE)
-        if "best_params" in results:
-            params = " ".join(f"{k}={v}" for k, v in results["best_params"].items())
-            client.set_tag(parent.info.run_id, "sweep.best_params", params)
-            client.set_tag(parent.info.run_id, "sweep.best_value", str(results["best_value"]))
+    for parent in _study_runs(client, study_name):
+        if parent.data.tags.get(RUN_TYPE_TAG) != "sweep":
+            continue
+        rows = record_jobs(client, parent, dict(results))
         if not any(row["status"] == "RUNNING" for row in rows):
             client.set_terminated(parent.info.run_id, "FINISHED")
 

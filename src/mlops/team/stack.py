@@ -8,7 +8,6 @@ database and object store instead; then only `mlflow server` runs here.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass
@@ -148,7 +147,6 @@ def start_stack(stack: TeamStack) -> list[str]:
         lines.append(f"MLflow       {stack.tracking_url} (already running)")
     else:
         lines.append(start_tracking_server(stack))
-    (stack.dir / "stack.json").write_text(json.dumps(describe(stack), indent=2) + "\n")
     return lines
 
 
@@ -197,17 +195,6 @@ def stop_stack(stack: TeamStack) -> list[str]:
         postgres.stop()
         stopped.append("PostgreSQL")
     return stopped
-
-
-def describe(stack: TeamStack) -> dict[str, str]:
-    """Where a client finds each part (no secrets: those stay in team.dir/secrets)."""
-    return {
-        "tracking_uri": stack.tracking_url,
-        "artifacts": stack.artifacts_destination,
-        "s3_endpoint": stack.s3_endpoint,
-        "postgres": f"{stack.host}:{stack.settings.postgres.port}"
-        if stack.postgres else "team.postgres.url",
-    }  # fmt: skip
 
 
 def stack_status(stack: TeamStack) -> dict[str, bool]:

@@ -146,21 +146,26 @@ def optimization_result(sweep_dir: Path) -> dict[str, Any] | None:
     return result if isinstance(result, dict) and "best_params" in result else None
 
 
-def close_sweep(client, parent, failed: bool = False) -> list[dict[str, Any]]:
-    """Log the table of the sweep's jobs so far on its run and end that run: FAILED when
-    a job failed (which stops a Hydra sweep). An optimizing sweeper's best parameters and
-    value go on the run too, as tags (`sweep.best_value`, `sweep.best_params`)."""
+def record_jobs(client, parent, best: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Log the table of the sweep's jobs so far on its run, and the best parameters and
+    value an optimizing sweeper found, as tags (`sweep.best_params`, `sweep.best_value`)."""
     rows = jobs_table(client, parent.info.run_id, parent.info.experiment_id)
     if rows:
         import pandas as pd
 
         client.log_table(parent.info.run_id, pd.DataFrame(rows), JOBS_TABLE)
-    sweep_dir = parent.data.tags.get(SWEEP_DIR_TAG)
-    best = optimization_result(Path(sweep_dir)) if sweep_dir else None
-    if best is not None:
+    if best is not None and "best_params" in best:
         params = " ".join(f"{k}={v}" for k, v in best["best_params"].items())
         client.set_tag(parent.info.run_id, "sweep.best_params", params)
         client.set_tag(parent.info.run_id, "sweep.best_value", str(best["best_value"]))
+    return rows
+
+
+def close_sweep(client, parent, failed: bool = False) -> list[dict[str, Any]]:
+    """Record the sweep's jobs (`record_jobs`) and end its run: FAILED when a job failed
+    (which stops a Hydra sweep)."""
+    sweep_dir = parent.data.tags.get(SWEEP_DIR_TAG)
+    rows = record_jobs(client, parent, optimization_result(Path(sweep_dir)) if sweep_dir else None)
     failed = failed or any(row["status"] != "FINISHED" for row in rows)
     client.set_terminated(parent.info.run_id, "FAILED" if failed else "FINISHED")
     return rows

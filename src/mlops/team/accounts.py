@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import io
 import os
 import re
 import secrets
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.errors import TeamError
+from mlops.team.secret_files import read_or_create_secret, write_private
 
 ADMIN = "admin"
 EDITORS_ROLE = "mlops-editors"
@@ -27,14 +29,6 @@ EDITOR_GRANTS = (("experiment", "EDIT"), ("registered_model", "EDIT"))
 ROLES = ("reader", "editor")
 AUTH_CACHE_S = 30
 USERNAME, PASSWORD = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
-
-
-def read_or_create_secret(path: Path, length: int = 24) -> str:
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(length) + "\n")
-    return path.read_text().strip()
 
 
 @dataclass(frozen=True)
@@ -64,10 +58,9 @@ class AuthFiles:
             # a changed password or revoked account reaches the other workers within it
             "auth_cache_ttl_seconds": str(AUTH_CACHE_S),
         }
-        self.config_file.parent.mkdir(parents=True, exist_ok=True)
-        self.config_file.touch(mode=0o600)
-        with self.config_file.open("w") as out:
-            config.write(out)
+        text = io.StringIO()
+        config.write(text)
+        write_private(self.config_file, text.getvalue())
 
     def server_environment(self) -> dict[str, str]:
         return {

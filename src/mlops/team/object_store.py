@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.errors import TeamError
+from mlops.team.secret_files import write_private
 
 
 def weed_binary() -> str:
@@ -41,11 +42,9 @@ class S3Credentials:
     def read_or_create(cls, path: Path) -> S3Credentials:
         """The stack's S3 account, generated on first use and kept in `path` (mode 600)."""
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
             account = {"access_key": "mlops" + secrets.token_hex(6),
                        "secret_key": secrets.token_urlsafe(30)}  # fmt: skip
-            path.write_text(json.dumps(account) + "\n")
+            write_private(path, json.dumps(account) + "\n")
         account = json.loads(path.read_text())
         return cls(account["access_key"], account["secret_key"])
 
@@ -93,9 +92,8 @@ class SeaweedServer:
 
     def command(self) -> list[str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        identities = self.data_dir.parent / "s3-identities.json"  # holds the secret: mode 600
-        identities.touch(mode=0o600)
-        identities.write_text(json.dumps({"identities": [{
+        identities = self.data_dir.parent / "s3-identities.json"  # holds the secret
+        write_private(identities, json.dumps({"identities": [{
             "name": "mlops",
             "credentials": [{"accessKey": self.credentials.access_key,
                              "secretKey": self.credentials.secret_key}],

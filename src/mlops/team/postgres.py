@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.errors import TeamError, first_line
+from mlops.team.secret_files import read_or_create_secret
 
 SUPERUSER = "mlops"  # the database role the stack's services connect as
 RUN_AS_WHEN_ROOT = "postgres"
@@ -89,14 +90,9 @@ class PostgresServer:
     def initialise(self) -> None:
         """initdb with password authentication for every connection, the superuser `mlops`
         and a password generated here (kept in password_file, readable by this user only)."""
-        import secrets
-
         user = run_as_user()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.password_file.parent.mkdir(parents=True, exist_ok=True)
-        if not self.password_file.is_file():
-            self.password_file.touch(mode=0o600)
-            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+        read_or_create_secret(self.password_file)
         # initdb reads the password from a file it can open: a copy owned by its user
         handoff = self.data_dir.parent / ".initdb-password"
         handoff.write_text(self.password() + "\n")
